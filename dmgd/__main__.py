@@ -1,0 +1,3 @@
+from dmgd.cli import main
+
+main()

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) set-up: a virtual environment in .venv with dmgd and its
+# test tools installed. torch is pinned to the CPU wheel that lies on this machine's disk.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.dmgd-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[test]"
+  touch "$stamp"
+fi
