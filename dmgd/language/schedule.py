@@ -1,0 +1,75 @@
+"""The compiled schedule: what the sampler does at every real sampling step.
+
+This is the contract between the language and the sampler. The sampler never re-reads
+the recipe: everything it needs is here, with ramps already evaluated and defaults filled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from attrs import frozen
+
+from dmgd.language.settings import Settings
+
+
+@frozen
+class TermUse:
+    """One term acting at one step, with every parameter's value at that step."""
+
+    term: str
+    values: tuple[tuple[str, Any], ...]  # (parameter, value) for every parameter, in declaration order
+    rule: int | None  # index of the recipe rule it comes from; None for the implicit refine
+    progress: float  # 0.0 at the window's first (noisiest) step, 1.0 at its last
+
+    def __getitem__(self, name: str) -> Any:
+        for key, value in self.values:
+            if key == name:
+                return value
+        raise KeyError(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+@frozen
+class Step:
+    """One real sampling step."""
+
+    index: int  # position in sampling order: 0 is the first (noisiest) step
+    i: int  # the step on the run's own clock, counted as the paper does: N-1 first, 0 last
+    tau: float  # recipe time: i * steps / N
+    timestep: float | None  # the scheduler's timestep (None when noise levels were not resolved)
+    sigma: float | None  # sqrt((1 - abar) / abar) at that timestep
+    conditioning: TermUse
+    energies: tuple[TermUse, ...]
+
+
+@frozen
+class Schedule:
+    steps: tuple[Step, ...]
+    settings: Settings  # resolved settings; settings.steps is the recipe clock
+    num_steps: int  # N, the real sampling steps
+    recipe_hash: str  # sha256 of the recipe's canonical form
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, for manifests and `--format json`."""
+        return {
+            "recipe_hash": self.recipe_hash,
+            "num_steps": self.num_steps,
+            "settings": self.settings.to_dict(),
+            "steps": [
+                {
+                    "index": s.index, "i": s.i, "tau": s.tau, "timestep": s.timestep, "sigma": s.sigma,
+                    "conditioning": {"term": s.conditioning.term, **s.conditioning.as_dict()},
+                    "energies": [{"term": e.term, **e.as_dict()} for e in s.energies],
+                }
+                for s in self.steps
+            ],
+        }
