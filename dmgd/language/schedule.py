@@ -73,3 +73,15 @@ class Schedule:
                 for s in self.steps
             ],
         }
+
+
+@frozen
+class NoiseLevels:
+    """The scheduler's timestep and sigma for each real step, in sampling order.
+
+    Made by `dmgd.sampling.schedulers.noise_levels` (which imports diffusers); the
+    compiler only reads it, so the language itself never imports torch.
+    """
+
+    timesteps: tuple[float, ...]
+    sigmas: tuple[float, ...]
