@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import importlib
-from typing import Any, Callable, Literal
+from typing import Any, Literal, Protocol
 
 from attrs import field, frozen
 
@@ -73,15 +73,52 @@ class ParamSpec:
         return True
 
 
+class ConditioningImpl(Protocol):
+    """How the sampler executes a conditioning term (tensors are torch tensors).
+
+    DiT keeps one class-label table per block; the sampler calls `embed` once per block's
+    table, with the same labels and noise, and substitutes the result for the step.
+    """
+
+    def embed(self, table: Any, labels: Any, others: Any, noise: Any, values: dict[str, Any]) -> Any:
+        """Rows for the conditional branch. table: [C+1, D] (row C is the null label);
+        labels, others: [B] long (others: a class != label, drawn once per sample);
+        noise: [B, D] ~ U[0,1), fresh each step; returns [B, D]."""
+        ...
+
+    def guidance_scale(self, values: dict[str, Any], recipe_cfg: float) -> float:
+        """The CFG scale 1 + omega at this step (1.0: conditional branch only)."""
+        ...
+
+    def replaces_null(self, values: dict[str, Any]) -> bool:
+        """Whether the null row of the CFG batch gets `embed`'s rows too (reference quirk)."""
+        ...
+
+
+class EnergyImpl(Protocol):
+    """How the sampler executes an energy term."""
+
+    def target_k(self, values: dict[str, Any], ipc: int) -> int:
+        """How many k-means support points per class this term's target needs."""
+        ...
+
+    def energy(self, x0: Any, memory: Any, target: Any, values: dict[str, Any]) -> Any:
+        """x0: [B, F] the current samples' predicted clean latents (flattened, requires grad);
+        memory: [B, M, F] each sample's class's frozen finished samples (M may be 0);
+        target: per-sample target (points [B, K, F], masses [B, K], and for mode guidance
+        each sample's own mode [B, F]); returns the energy per sample, [B]. The sampler
+        differentiates it and applies -rho_t * sigma_t * grad."""
+        ...
+
+
 @frozen
 class TermSpec:
     name: str
     kind: Kind
     params: tuple[ParamSpec, ...]
     doc: str
-    # The callable the sampler runs; its signature depends on the kind (see
-    # dmgd/terms/conditioning.py and dmgd/terms/distribution.py). None until implemented.
-    impl: Callable[..., Any] | None = field(default=None, eq=False, repr=False)
+    # What the sampler runs: a ConditioningImpl or an EnergyImpl (below), by kind.
+    impl: Any = field(default=None, eq=False, repr=False)
 
     def param(self, name: str) -> ParamSpec | None:
         return next((p for p in self.params if p.name == name), None)
