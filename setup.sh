@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.dmgd-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[test]"
+  # pip warns about this machine's empty local index folders; those lines are noise.
+  .venv/bin/python -m pip install --quiet -e ".[test]" 2> >(grep -v "is ignored: it is neither" >&2)
   touch "$stamp"
 fi
