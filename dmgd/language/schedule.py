@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from attrs import frozen
+from attrs import field, frozen
 
+from dmgd.language.diagnostics import Diagnostic
 from dmgd.language.settings import Settings
 
 
@@ -51,6 +52,9 @@ class Schedule:
     settings: Settings  # resolved settings; settings.steps is the recipe clock
     num_steps: int  # N, the real sampling steps
     recipe_hash: str  # sha256 of the recipe's canonical form
+    # Warning diagnostics of the recipe for this run (e.g. a window empty at this N); not
+    # part of the schedule's meaning, so equality ignores them. Callers print them.
+    warnings: tuple[Diagnostic, ...] = field(default=(), eq=False)
 
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)

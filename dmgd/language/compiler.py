@@ -1,0 +1,229 @@
+"""The compiler: a checked recipe, a number of real steps and a sampler -> a `Schedule`.
+
+`compile_schedule` runs the checker first and raises `RecipeError` with every error
+diagnostic; warnings do not stop it and travel on the result, in `Schedule.warnings`
+(callers print them: `dmgd explain`, `dmgd run`).
+
+The clock: the recipe's `steps` is its own clock; N real steps (the `steps=` argument,
+default the clock) put real step i (N-1 first, 0 last) at recipe time tau = i*steps/N.
+A window holds at a step when tau lies in it (sigma windows: when the step's sigma does).
+At each step the conditioning is the one conditioning term whose rule holds, else
+`refine` at the recipe's cfg (rule None); the energies are every energy term whose rule
+holds, in rule order. Every parameter gets a value: written, or its default
+(`FromSetting` reads the resolved setting, `RampDefault` ramps over the window), and a
+ramp is evaluated at the step's progress p over the window's steps at this run's N, in
+sampling order: p = k/(n-1) for the k-th of n steps, 0 when n == 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from dmgd.language import ast
+from dmgd.language.checker import check_recipe, check_value, convert_value
+from dmgd.language.clock import progress, ramp_value, run_time, window_holds
+from dmgd.language.diagnostics import Diagnostic, Note, RecipeError
+from dmgd.language.schedule import NoiseLevels, Schedule, Step, TermUse
+from dmgd.language.settings import Settings, setting_spec
+from dmgd.terms.registry import FromSetting, Kind, ParamSpec, RampDefault, TermSpec, get_term
+
+__all__ = ["compile_schedule", "resolve_settings", "has_sigma_window"]
+
+
+def has_sigma_window(recipe: ast.Recipe) -> bool:
+    """Whether placing the recipe's windows needs the run's noise levels."""
+    return any(isinstance(st, ast.Rule) and isinstance(st.window, ast.SigmaRange) for st in recipe.statements)
+
+
+def resolve_settings(
+    recipe: ast.Recipe, overrides: Mapping[str, Any] | None = None, *, sampler: str | None = None
+) -> Settings:
+    """Recipe values, then overrides (already validated), then `sampler`, then defaults.
+
+    Assumes the recipe's settings are checked (wrong ones are skipped, not guessed).
+    """
+    values: dict[str, Any] = {}
+    for st in recipe.statements:
+        if isinstance(st, ast.Setting):
+            spec = setting_spec(st.name)
+            if spec is not None and st.name not in values and not check_value(st.value, spec, what="", setting=True):
+                values[st.name] = convert_value(st.value, spec)
+    if overrides:
+        values.update(overrides)
+    if sampler is not None:
+        values["sampler"] = sampler
+    return Settings(**values)
+
+
+def _validate_overrides(overrides: Mapping[str, Any] | None, sampler: str | None) -> dict[str, Any]:
+    if not overrides and sampler is None:
+        return dict(overrides or {})
+    from dmgd.language.overrides import validate_overrides
+
+    given = dict(overrides or {})
+    if sampler is not None:
+        given["sampler"] = sampler
+    return validate_overrides(given)
+
+
+def _param_value(
+    spec: ParamSpec, written: ast.Value | None, p: float, settings: Settings
+) -> Any:
+    if written is None:
+        default = spec.default
+        if isinstance(default, FromSetting):
+            return getattr(settings, default.setting)
+        if isinstance(default, RampDefault):
+            v = ramp_value(default.shape, float(default.start), float(default.end), p)
+            return round(v) if spec.type == "int" else v
+        return default
+    if isinstance(written, ast.Ramp):
+        v = ramp_value(written.shape, float(written.start.value), float(written.end.value), p)
+        return round(v) if spec.type == "int" else float(v)
+    return convert_value(written, spec)
+
+
+def _term_use(term: ast.Term | None, spec: TermSpec, rule: int | None, p: float, settings: Settings) -> TermUse:
+    written = {param.name: param.value for param in term.params} if term is not None else {}
+    values = tuple((ps.name, _param_value(ps, written.get(ps.name), p, settings)) for ps in spec.params)
+    return TermUse(term=spec.name, values=values, rule=rule, progress=p)
+
+
+def _run_steps_text(indices: list[int], num_steps: int) -> str:
+    i_first, i_last = num_steps - 1 - indices[0], num_steps - 1 - indices[-1]
+    n = len(indices)
+    if n == 1:
+        return f"run step i = {i_first} (1 step)"
+    return f"run steps i = {i_first} down to {i_last} ({n} steps)"
+
+
+def compile_schedule(
+    recipe: ast.Recipe,
+    *,
+    steps: int | None = None,
+    sampler: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    noise: NoiseLevels | Callable[[str, int], NoiseLevels] | None = None,
+) -> Schedule:
+    """Compile a parsed recipe into the per-step schedule the sampler executes.
+
+    steps: N, the real sampling steps (default: the recipe clock). sampler: overrides the
+    recipe's `sampler`. overrides: setting name -> Python value (validated here; bad ones
+    raise RecipeError with path `<command line>`). noise: the run's timesteps and sigmas in
+    sampling order, or a function (sampler, N) -> NoiseLevels called once the recipe is
+    checked; required when the recipe has a sigma window (ValueError otherwise), and
+    recorded on each Step when given.
+
+    Raises RecipeError with every error diagnostic of the recipe; its warnings are in the
+    result's `warnings`.
+    """
+    resolved_overrides = _validate_overrides(overrides, sampler)
+    diagnostics = check_recipe(recipe, overrides=resolved_overrides)
+    errors = [d for d in diagnostics if d.severity == "error"]
+    if errors:
+        raise RecipeError(errors, recipe.source, recipe.path)
+    warnings = [d for d in diagnostics if d.severity == "warning"]
+
+    settings = resolve_settings(recipe, resolved_overrides)
+    clock = settings.steps
+    num_steps = clock if steps is None else steps
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
+    rules = [st for st in recipe.statements if isinstance(st, ast.Rule)]
+    if callable(noise):
+        noise = noise(settings.sampler, num_steps)
+    if noise is not None and (len(noise.sigmas) != num_steps or len(noise.timesteps) != num_steps):
+        raise ValueError(f"noise levels cover {len(noise.sigmas)} steps, the run has {num_steps}")
+    if noise is None and any(isinstance(r.window, ast.SigmaRange) for r in rules):
+        line = next(r.span.line for r in rules if isinstance(r.window, ast.SigmaRange))
+        raise ValueError(
+            f"{recipe.path}:{line}: the recipe has a sigma window, and placing it needs the run's noise levels: "
+            f"pass noise=NoiseLevels(...) (dmgd.compile(..., noise='auto') resolves them from the sampler)"
+        )
+    sigmas = noise.sigmas if noise is not None else None
+
+    # Where each rule holds, in sampling order (index 0 = the noisiest step).
+    held: list[list[int]] = []
+    for rule in rules:
+        held.append([
+            index for index in range(num_steps)
+            if window_holds(rule.window, run_time(num_steps - 1 - index, clock, num_steps),
+                            sigmas[index] if sigmas is not None else None, clock)
+        ])
+    position = [{index: k for k, index in enumerate(h)} for h in held]
+
+    # Two conditioning rules on one run step: only sigma windows can get here (the checker
+    # rejects clock windows that overlap anywhere in recipe time).
+    cond_rules = []
+    for r, rule in enumerate(rules):
+        term = next((t for t in rule.terms if get_term(t.name).kind is Kind.CONDITIONING), None)
+        if term is not None:
+            cond_rules.append((r, term))
+    conflicts = []
+    for b, (rb, tb) in enumerate(cond_rules):
+        for ra, ta in cond_rules[:b]:
+            shared = sorted(set(held[ra]) & set(held[rb]))
+            if shared:
+                conflicts.append(Diagnostic(
+                    "error",
+                    f"two conditioning terms on one step: `{ta.name}` (rule at line {rules[ra].span.line}) and "
+                    f"`{tb.name}` (rule at line {rules[rb].span.line}) both hold at "
+                    f"{_run_steps_text(shared, num_steps)} of this {num_steps}-step run",
+                    tb.span, "conditioning-overlap",
+                    (Note(f"`{ta.name}` conditions those steps too, by this rule", ta.span),),
+                    "at most one conditioning term holds at a step; make the windows disjoint",
+                ))
+    if conflicts:
+        raise RecipeError(conflicts, recipe.source, recipe.path)
+
+    for r, rule in enumerate(rules):
+        if not held[r]:
+            warnings.append(Diagnostic(
+                "warning",
+                f"window `{recipe.source[rule.window.span.start:rule.window.span.end]}` holds at no step of this "
+                f"{num_steps}-step run (recipe clock: {clock} steps); its terms never act",
+                rule.window.span, "empty-window-at-run",
+                help="widen the window or run with more steps",
+            ))
+
+    refine = get_term("refine")
+    out_steps = []
+    for index in range(num_steps):
+        i = num_steps - 1 - index
+        conditioning = None
+        energies = []
+        for r, rule in enumerate(rules):
+            k = position[r].get(index)
+            if k is None:
+                continue
+            p = progress(k, len(held[r]))
+            for term in rule.terms:
+                spec = get_term(term.name)
+                use = _term_use(term, spec, r, p, settings)
+                if spec.kind is Kind.CONDITIONING:
+                    conditioning = use
+                else:
+                    energies.append(use)
+        if conditioning is None:
+            conditioning = _term_use(None, refine, None, 0.0, settings)
+        out_steps.append(Step(
+            index=index,
+            i=i,
+            tau=float(run_time(i, clock, num_steps)),
+            timestep=float(noise.timesteps[index]) if noise is not None else None,
+            sigma=float(noise.sigmas[index]) if noise is not None else None,
+            conditioning=conditioning,
+            energies=tuple(energies),
+        ))
+
+    from dmgd.language.formatter import canonical_hash
+
+    warnings.sort(key=lambda d: (d.span.start, d.span.end) if d.span is not None else (-1, -1))
+    return Schedule(
+        steps=tuple(out_steps),
+        settings=settings,
+        num_steps=num_steps,
+        recipe_hash=canonical_hash(recipe),
+        warnings=tuple(warnings),
+    )
+
