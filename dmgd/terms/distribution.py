@@ -25,6 +25,30 @@ def _transport_params(rho: float) -> tuple[ParamSpec, ...]:
     )
 
 
+# --------------------------------------------------------------------------- implementations
+
+
+class OTImpl:
+    """Entropic OT energy per sample (dmgd.guidance.transport.ot_energy); `target` is a
+    dmgd.guidance.TargetBatch with points [B, K, F] and masses [B, K]."""
+
+    def __init__(self, fixed_k: int | None = None):
+        self.fixed_k = fixed_k  # 1 for mean matching; None: the term's K parameter
+
+    def target_k(self, values, ipc):
+        return int(self.fixed_k if self.fixed_k is not None else values["K"])
+
+    def energy(self, x0, memory, target, values):
+        from dmgd.guidance.transport import ot_energy
+
+        if target is None or target.points is None or target.masses is None:
+            raise ValueError("the ot/mean energy needs target points and masses")
+        k = self.target_k(values, 0)
+        if target.points.shape[1] != k:
+            raise ValueError(f"target has {target.points.shape[1]} support points, the term asks for K = {k}")
+        return ot_energy(x0, memory, target.points, target.masses, float(values["eps"]), int(values["iters"]))
+
+
 OT = register(TermSpec(
     name="ot",
     kind=Kind.ENERGY,
@@ -34,6 +58,7 @@ OT = register(TermSpec(
         *_transport_params(0.05),
     ),
     doc="entropic optimal transport from the class's synthetic set to its k-means target",
+    impl=OTImpl(),
 ))
 
 MEAN = register(TermSpec(
@@ -41,4 +66,5 @@ MEAN = register(TermSpec(
     kind=Kind.ENERGY,
     params=_transport_params(0.05),
     doc="mean matching: ot with K = 1 (the paper's Proposition 2 baseline)",
+    impl=OTImpl(fixed_k=1),
 ))
