@@ -8,7 +8,8 @@ The clock: the recipe's `steps` is its own clock; N real steps (the `steps=` arg
 default the clock) put real step i (N-1 first, 0 last) at recipe time tau = i*steps/N.
 A window holds at a step when tau lies in it (sigma windows: when the step's sigma does).
 At each step the conditioning is the one conditioning term whose rule holds, else
-`refine` at the recipe's cfg (rule None); the energies are every energy term whose rule
+`refine` at the recipe's cfg (rule None; its window, for `progress`, is every step
+no conditioning rule holds at); the energies are every energy term whose rule
 holds, in rule order. Every parameter gets a value: written, or its default
 (`FromSetting` reads the resolved setting, `RampDefault` ramps over the window), and a
 ramp is evaluated at the step's progress p over the window's steps at this run's N, in
@@ -186,6 +187,11 @@ def compile_schedule(
                 help="widen the window or run with more steps",
             ))
 
+    # The implicit refine's window is every step no conditioning rule holds at, so that
+    # `t<25: refine` written out and left implicit compile alike (progress included).
+    conditioned = {index for r, _ in cond_rules for index in held[r]}
+    implicit = [index for index in range(num_steps) if index not in conditioned]
+    implicit_position = {index: k for k, index in enumerate(implicit)}
     refine = get_term("refine")
     out_steps = []
     for index in range(num_steps):
@@ -205,7 +211,8 @@ def compile_schedule(
                 else:
                     energies.append(use)
         if conditioning is None:
-            conditioning = _term_use(None, refine, None, 0.0, settings)
+            p = progress(implicit_position[index], len(implicit))
+            conditioning = _term_use(None, refine, None, p, settings)
         out_steps.append(Step(
             index=index,
             i=i,

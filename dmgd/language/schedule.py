@@ -20,7 +20,9 @@ class TermUse:
 
     term: str
     values: tuple[tuple[str, Any], ...]  # (parameter, value) for every parameter, in declaration order
-    rule: int | None  # index of the recipe rule it comes from; None for the implicit refine
+    # Index of the recipe rule it comes from; None for the implicit refine. Provenance, not
+    # meaning: equality ignores it, so recipes that say the same thing compile equal.
+    rule: int | None = field(eq=False)
     progress: float  # 0.0 at the window's first (noisiest) step, 1.0 at its last
 
     def __getitem__(self, name: str) -> Any:
