@@ -1,0 +1,211 @@
+"""The per-batch sampling loop and the two matching modes (greedy, joint).
+
+    sampler = GuidedSampler(backbone, schedule, targets_by_k, device)
+    for index in range(ipc):                       # greedy: index by index
+        for chunk in chunks(classes):
+            memory = finished[chunk, :index]        # [B, index, *latent_shape]
+            z0 = sampler.sample_batch(chunk, index, memory)   # [B, *latent_shape]
+            images = sampler.decode(z0)             # [B, C, H, W] in [-1, 1]
+
+Every random draw of sample (class c, index i) comes from one `torch.Generator` seeded
+with `sample_seed(seed, c, i)` (see `guidance.py` for the order of draws), so a sample's
+result does not depend on which other samples share its batch: class-batched greedy
+sampling gives the reference's one-image-at-a-time order's result (class by class, index
+by index) up to floating-point batching differences.
+
+Greedy matching (`sample_batch`): sample i of a class is guided with that class's finished
+samples 0..i-1 (the final clean latents, frozen) as the memory of its energies.
+Joint matching (`sample_joint`): all requested samples of one class are sampled together
+in one batch; at every step each sample's memory is the other samples' CURRENT Tweedie
+estimates x0_hat at that step (detached: frozen for this step's gradient), plus any
+finished samples passed in `memory`. Sample j's energy thus sees the synthetic set
+{x0_hat_j} + {x0_hat_l, l != j} (+ finished), and only its own x0_hat moves.
+
+Targets: `targets_by_k` maps K to an object with `points` [C, K, F] and `masses` [C, K]
+(row = class id, or, when it has a `classes` sequence, row = position of the class id in
+it), e.g. `dmgd.data.targets.build_targets(...)`. Each energy term asks its impl for
+`target_k(values, ipc)` and gets the rows of the batch's classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from dmgd.language.schedule import Schedule, TermUse
+from dmgd.sampling.guidance import BatchState, EnergyTarget, StepRunner
+from dmgd.sampling.schedulers import clock_for, make_scheduler
+
+OnStep = Callable[[int], None]
+
+
+def sample_seed(seed: int, cls: int, index: int) -> int:
+    """The 63-bit seed of sample `index` of class `cls` under the run's `seed`."""
+    digest = hashlib.sha256(f"dmgd-sample:{int(seed)}:{int(cls)}:{int(index)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def make_generator(seed: int, cls: int, index: int) -> torch.Generator:
+    """The sample's own CPU generator (draws are moved to the device afterwards)."""
+    return torch.Generator(device="cpu").manual_seed(sample_seed(seed, cls, index))
+
+
+class GuidedSampler:
+    """Samples batches of a compiled `Schedule` with a frozen DiT backbone.
+
+    backbone: `dmgd.sampling.backbones.Backbone` (or anything with `transformer`, `vae`,
+    `vae_scale`, `scheduler_config`, `num_classes`, `null_class`, `latent_shape`,
+    `learned_sigma`). targets_by_k: {K: ClassTargets} for the schedule's energy terms
+    (None when it has none). class_pool: the classes `others` is drawn from (the
+    reference draws among the run's own classes); default every class of the model.
+    impls: optional {term name: impl} overriding the registry (tests, experiments).
+    on_step: called with the step index after every step (progress bars).
+    """
+
+    def __init__(self, backbone: Any, schedule: Schedule, targets_by_k: Mapping[int, Any] | None = None,
+                 device: Any = None, *, class_pool: Sequence[int] | None = None,
+                 impls: Mapping[str, Any] | None = None, on_step: OnStep | None = None):
+        self.backbone = backbone
+        self.schedule = schedule
+        self.settings = schedule.settings
+        self.targets_by_k = dict(targets_by_k or {})
+        self.device = torch.device(device) if device is not None else next(backbone.transformer.parameters()).device
+        self.class_pool = tuple(range(backbone.num_classes)) if class_pool is None else tuple(int(c) for c in class_pool)
+        self.impls = impls
+        self.on_step = on_step
+        self.latent_shape = tuple(backbone.latent_shape)
+        prediction = (backbone.scheduler_config or {}).get("prediction_type", "epsilon")
+        if prediction != "epsilon":
+            raise ValueError(f"only epsilon-prediction models are supported (this one predicts {prediction!r})")
+        clock = self._fresh()[1]
+        if len(schedule.steps) != len(clock.timesteps):
+            raise ValueError(f"the schedule has {len(schedule.steps)} steps, the {self.settings.sampler} "
+                             f"scheduler {len(clock.timesteps)}")
+        for step, ts in zip(schedule.steps, clock.timesteps):
+            if step.timestep is not None and abs(float(step.timestep) - ts) > 1e-3:
+                raise ValueError(f"step {step.index}: the schedule was compiled for timestep {step.timestep}, "
+                                 f"the {self.settings.sampler} scheduler uses {ts} (different noise levels?)")
+        self._target_cache: dict[tuple, Any] = {}
+
+    # -- public API -----------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        return len(self.schedule.steps)
+
+    def sample_batch(self, classes: Sequence[int], index: int, memory: torch.Tensor | None = None,
+                     seed: int | None = None, on_step: OnStep | None = None) -> torch.Tensor:
+        """Sample `index` of each class in `classes`, greedy matching.
+
+        memory: [B, M, *latent_shape], row b the finished samples (< index) of classes[b]
+        (M = index; None or M = 0: nothing finished yet). Returns the final clean latents
+        z_0, [B, *latent_shape], float32 on the sampler's device.
+        """
+        classes = [int(c) for c in classes]
+        B = len(classes)
+        fixed = self._flat_memory(memory, B)
+        return self._run(classes, [int(index)] * B, lambda x0: fixed, seed, on_step)
+
+    def sample_joint(self, cls: int, indices: Sequence[int], seed: int | None = None,
+                     memory: torch.Tensor | None = None, on_step: OnStep | None = None) -> torch.Tensor:
+        """Samples `indices` of class `cls` together, joint matching (see the module doc).
+
+        memory: optional finished samples of the class, [M, *latent_shape], seen by all.
+        Returns [len(indices), *latent_shape].
+        """
+        indices = [int(i) for i in indices]
+        B = len(indices)
+        finished = self._flat_memory(None if memory is None else memory.unsqueeze(0).expand(B, *memory.shape), B)
+        others = torch.tensor([[l for l in range(B) if l != j] for j in range(B)], dtype=torch.long,
+                              device=self.device).reshape(B, B - 1)
+
+        def memory_fn(x0: torch.Tensor) -> torch.Tensor:
+            current = x0[others]  # [B, B-1, F]
+            return torch.cat([finished, current], 1)
+
+        return self._run([int(cls)] * B, indices, memory_fn, seed, on_step)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1]: the VAE decode of latents / vae_scale (latent models) or the
+        latents themselves (pixel models), clamped."""
+        vae = self.backbone.vae
+        with torch.no_grad():
+            if vae is None:
+                images = latents.float()
+            else:
+                dtype = next(vae.parameters()).dtype
+                images = vae.decode((latents / self.backbone.vae_scale).to(dtype)).sample.float()
+        return images.clamp(-1.0, 1.0)
+
+    # -- internals ------------------------------------------------------------------
+    def _fresh(self):
+        scheduler = make_scheduler(self.settings.sampler, self.schedule.num_steps, self.backbone.scheduler_config,
+                                   learned_sigma=bool(self.backbone.learned_sigma), device=self.device)
+        return scheduler, clock_for(scheduler, self.settings.sampler)
+
+    def _flat_memory(self, memory: torch.Tensor | None, B: int) -> torch.Tensor:
+        F = 1
+        for s in self.latent_shape:
+            F *= s
+        if memory is None:
+            return torch.zeros(B, 0, F, device=self.device)
+        if memory.shape[0] != B or tuple(memory.shape[2:]) != self.latent_shape:
+            raise ValueError(f"memory must be [B={B}, M, {', '.join(map(str, self.latent_shape))}], "
+                             f"got {list(memory.shape)}")
+        return memory.detach().to(self.device, torch.float32).reshape(B, memory.shape[1], F)
+
+    def _others(self, cls: int, g: torch.Generator) -> int:
+        pool = [c for c in self.class_pool if c != cls]
+        if not pool:
+            return cls
+        return pool[int(torch.randint(len(pool), (1,), generator=g))]
+
+    def _target(self, use: TermUse, impl: Any, classes: list[int], indices: list[int]) -> EnergyTarget:
+        K = int(impl.target_k(use.as_dict(), int(self.settings.ipc)))
+        key = (K, tuple(classes), tuple(indices))
+        if key not in self._target_cache:
+            if K not in self.targets_by_k:
+                raise KeyError(f"term {use.term!r} needs targets with K={K}; have K in {sorted(self.targets_by_k)}")
+            ct = self.targets_by_k[K]
+            pool = getattr(ct, "classes", None)
+            rows = [list(pool).index(c) for c in classes] if pool is not None else classes
+            rows_t = torch.as_tensor(rows, dtype=torch.long)
+            points = torch.as_tensor(ct.points)[rows_t].to(self.device, torch.float32)
+            masses = torch.as_tensor(ct.masses)[rows_t].to(self.device, torch.float32)
+            modes = points[torch.arange(len(classes)), torch.as_tensor(indices) % points.shape[1]]
+            self._target_cache = {k: v for k, v in self._target_cache.items() if k[1:] == key[1:]}
+            self._target_cache[key] = EnergyTarget(points=points, masses=masses, modes=modes, K=K)
+        return self._target_cache[key]
+
+    def _run(self, classes: list[int], indices: list[int], memory_fn, seed: int | None,
+             on_step: OnStep | None) -> torch.Tensor:
+        seed = int(self.settings.seed if seed is None else seed)
+        on_step = on_step or self.on_step
+        scheduler, clock = self._fresh()
+        gens = [make_generator(seed, c, i) for c, i in zip(classes, indices)]
+        # per-sample draws at the start: the initial noise, then the `others` class
+        init = torch.cat([torch.randn((1, *self.latent_shape), generator=g) for g in gens]).to(self.device)
+        others = [self._others(c, g) for c, g in zip(classes, gens)]
+        batch = BatchState(
+            classes=torch.tensor(classes, dtype=torch.long, device=self.device),
+            indices=tuple(indices),
+            generators=gens,
+            others=torch.tensor(others, dtype=torch.long, device=self.device),
+        )
+        runner = StepRunner(
+            transformer=self.backbone.transformer, null_class=int(self.backbone.null_class),
+            learned_sigma=bool(self.backbone.learned_sigma), scheduler=scheduler, clock=clock,
+            recipe_cfg=float(self.settings.cfg), cfg_channels=int(self.settings.cfg_channels),
+            ipc=int(self.settings.ipc), impls=self.impls,
+        )
+        sample = init * float(scheduler.init_noise_sigma)
+
+        def target_fn(use: TermUse, impl: Any):
+            return self._target(use, impl, classes, indices)
+
+        for k, step in enumerate(self.schedule.steps):
+            sample = runner.step(k, step, sample, batch, memory_fn, target_fn)
+            if on_step is not None:
+                on_step(k)
+        return sample.float()
