@@ -1,0 +1,304 @@
+"""Real images: an ImageFolder on disk, or the embedded digits' train split.
+
+`load_image_folder(root)` reads the layout torchvision's ImageFolder reads
+(`root/<class name>/**/<image>`), class names sorted, files sorted within a class, with
+PIL only (torchvision is not a dependency). Preprocessing is deterministic: ADM's centre
+crop (as DiT's `center_crop_arr`) to `image_size` when one is given, conversion to the
+requested channels, no random flip; pixels map to [-1, 1] as x / 127.5 - 1 (torchvision's
+ToTensor + Normalize(0.5, 0.5)).
+
+Stricter than torchvision on purpose: a file in a class folder that is not an image (by
+extension) or that cannot be decoded (corrupt, truncated) is an error naming the file,
+instead of being skipped or crashing a worker later. Hidden files (".DS_Store") and files
+directly under `root` are ignored.
+
+`fingerprint` is a sha256 over the preprocessing (image size, channels), every file's
+relative path and its bytes: the same images give the same fingerprint wherever they are,
+and any change to a file changes it. It keys the targets cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from attrs import field, frozen
+
+from dmgd.errors import DmgdError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+
+# torchvision's IMG_EXTENSIONS
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+FINGERPRINT_VERSION = "dmgd-images-v1"
+
+FOLDER_HINT = (
+    "dmgd reads an ImageFolder: one sub-directory per class, named after the class, "
+    "holding that class's images (" + ", ".join(IMG_EXTENSIONS) + "), e.g. "
+    "train/n02086240/xxx.JPEG. Without --data dmgd uses its embedded digits."
+)
+
+
+class DataError(DmgdError):
+    """Real data that cannot be used; the message names the path and what to do."""
+
+
+@frozen(eq=False)
+class RealImages:
+    """Preprocessed real images of a classification set.
+
+    images: float32 [N, C, H, W] in [-1, 1]; labels: int64 [N] (index into class_names);
+    class_names: sorted directory names (or "0".."9" for the digits); paths: each image's
+    path relative to `root` (posix); fingerprint: sha256 hex of the data and its
+    preprocessing; root: the folder read (None for the embedded digits).
+    """
+
+    images: torch.Tensor = field(repr=False)
+    labels: torch.Tensor = field(repr=False)
+    class_names: tuple[str, ...]
+    paths: tuple[str, ...] = field(repr=False)
+    fingerprint: str
+    root: str | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
+
+    def class_counts(self) -> tuple[int, ...]:
+        import torch
+
+        return tuple(int(n) for n in torch.bincount(self.labels, minlength=self.num_classes))
+
+    def class_indices(self, c: int) -> Any:
+        """Indices (ascending) of class c's images."""
+        import torch
+
+        return torch.nonzero(self.labels == int(c), as_tuple=False).reshape(-1)
+
+
+def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
+    """ADM's centre crop (guided-diffusion, as in DiT): halve with BOX while the short side
+    is at least twice the size, BICUBIC so the short side equals the size, crop the centre."""
+    from PIL import Image
+
+    while min(*pil_image.size) >= 2 * image_size:
+        pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.BOX)
+    scale = image_size / min(*pil_image.size)
+    pil_image = pil_image.resize(tuple(round(x * scale) for x in pil_image.size), resample=Image.BICUBIC)
+    arr = np.array(pil_image)
+    crop_y = (arr.shape[0] - image_size) // 2
+    crop_x = (arr.shape[1] - image_size) // 2
+    return Image.fromarray(arr[crop_y: crop_y + image_size, crop_x: crop_x + image_size])
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit grayscale: rescale, not clip
+        arr = np.asarray(img).astype(np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")  # palette transparency, without PIL's warning
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def _decode(data: bytes, path: Path, image_size: int | None, channels: int) -> np.ndarray:
+    """Bytes -> uint8 array [H, W, C]; DataError naming the file on any failure."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # decodes fully: a truncated file fails here
+            img = _to_mode(img, channels)
+            if image_size is not None:
+                img = center_crop_arr(img, image_size)
+            arr = np.asarray(img, dtype=np.uint8)
+    except DataError:
+        raise
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise DataError(
+            f"Cannot read image {path}: {type(e).__name__}: {e}. The file is corrupt, truncated or "
+            "not an image: replace it or move it out of the data folder."
+        ) from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    if not root.exists():
+        raise DataError(f"Data directory {root} does not exist. {FOLDER_HINT}")
+    if not root.is_dir():
+        raise DataError(f"Data path {root} is not a directory. {FOLDER_HINT}")
+    dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name)
+    if not dirs:
+        raise DataError(f"Data directory {root} has no class sub-directories. {FOLDER_HINT}")
+    return dirs
+
+
+def _class_files(root: Path, class_dir: Path) -> list[Path]:
+    """A class's image files in torchvision's order (sorted walk, sorted names)."""
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in sorted(os.walk(class_dir, followlinks=True)):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = Path(dirpath) / name
+            if not name.lower().endswith(IMG_EXTENSIONS):
+                raise DataError(
+                    f"{p} is not an image (extensions read: {', '.join(IMG_EXTENSIONS)}). "
+                    f"Move it out of {root}, or convert it."
+                )
+            files.append(p)
+    if not files:
+        raise DataError(
+            f"Class directory {class_dir} has no images: every class needs at least one. "
+            f"Remove the empty directory or add its images. {FOLDER_HINT}"
+        )
+    return files
+
+
+def load_image_folder(
+    root: str | os.PathLike[str],
+    image_size: int | None = None,
+    channels: int = 3,
+    num_classes: int | None = None,
+    *,
+    workers: int | None = None,
+) -> RealImages:
+    """Read an ImageFolder into [-1, 1] tensors (see the module doc). Raises DataError.
+
+    image_size: ADM centre crop to image_size x image_size; None keeps the images as they
+    are (then they must all have one size). channels: 3 (RGB) or 1 (grayscale); every image
+    is converted. num_classes: when given, the folder must have exactly that many classes.
+    """
+    import torch
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels!r}")
+    if image_size is not None and int(image_size) < 1:
+        raise ValueError(f"image_size must be positive, not {image_size!r}")
+    root = Path(root).expanduser()
+    dirs = _class_dirs(root)
+    if num_classes is not None and len(dirs) != int(num_classes):
+        raise DataError(
+            f"Data directory {root} has {len(dirs)} class directories "
+            f"({', '.join(d.name for d in dirs[:12])}{', ...' if len(dirs) > 12 else ''}), "
+            f"but the model has {num_classes} classes. Point --data at a folder with one "
+            "sub-directory per class of the model, in the model's class order (sorted names)."
+        )
+    files: list[Path] = []
+    labels: list[int] = []
+    for c, d in enumerate(dirs):
+        fs = _class_files(root, d)
+        files.extend(fs)
+        labels.extend([c] * len(fs))
+
+    h = hashlib.sha256()
+    h.update(f"{FINGERPRINT_VERSION}\0size={image_size}\0channels={channels}\0".encode())
+
+    def read(p: Path) -> tuple[bytes, np.ndarray]:
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise DataError(f"Cannot read {p}: {e}. Check the file's permissions.") from None
+        return data, _decode(data, p, image_size, channels)
+
+    rel = [p.relative_to(root).as_posix() for p in files]
+    workers = workers or min(8, os.cpu_count() or 1)
+    arrays: list[np.ndarray] = []
+    pool = ThreadPoolExecutor(max_workers=workers)  # PIL decodes without the GIL
+    try:
+        for r, (data, arr) in zip(rel, pool.map(read, files)):
+            h.update(r.encode("utf-8") + b"\0" + len(data).to_bytes(8, "little"))
+            h.update(data)
+            if arrays and arr.shape != arrays[0].shape:
+                raise DataError(
+                    f"Image {root / r} is {arr.shape[1]}x{arr.shape[0]}, but {root / rel[0]} is "
+                    f"{arrays[0].shape[1]}x{arrays[0].shape[0]}: images of different sizes need a "
+                    "common image_size (the model's resolution) to be centre-cropped to."
+                )
+            arrays.append(arr)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on an error, skip the files not yet read
+    stacked = np.stack(arrays)  # [N, H, W, C] uint8
+    del arrays
+    images = torch.from_numpy(stacked).permute(0, 3, 1, 2).to(torch.float32).div_(127.5).sub_(1.0).contiguous()
+    return RealImages(
+        images=images,
+        labels=torch.tensor(labels, dtype=torch.long),
+        class_names=tuple(d.name for d in dirs),
+        paths=tuple(rel),
+        fingerprint=h.hexdigest(),
+        root=str(root),
+    )
+
+
+def digits_real_images() -> RealImages:
+    """The embedded digits' TRAIN split as RealImages: [1437, 1, 8, 8], classes "0".."9"."""
+    from dmgd.data.digits import load_split
+
+    split = load_split()
+    images, labels = split.tensors("train")
+    h = hashlib.sha256()
+    h.update(f"{FINGERPRINT_VERSION}\0digits-train\0".encode())
+    h.update(images.numpy().astype("<f4").tobytes())
+    h.update(labels.numpy().astype("<i8").tobytes())
+    idx = split.indices("train")
+    paths = tuple(f"{split.class_names[int(y)]}/{int(i):04d}.png" for i, y in zip(idx, labels.tolist()))
+    return RealImages(
+        images=images,
+        labels=labels,
+        class_names=tuple(split.class_names),
+        paths=paths,
+        fingerprint=h.hexdigest(),
+        root=None,
+    )
+
+
+def real_data_for(
+    data: str | os.PathLike[str] | None,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    num_classes: int | None = None,
+) -> RealImages:
+    """The real data of a run: the ImageFolder `data`, or (None) the embedded digits' train
+    split. image_size / channels / num_classes: what the model needs (checked for the
+    digits, applied to a folder; channels defaults to 3 for a folder)."""
+    if data is None:
+        real = digits_real_images()
+        c, h, w = real.image_shape
+        if channels is not None and channels != c:
+            raise DataError(
+                f"The embedded digits have {c} channel(s), the model wants {channels}: pass "
+                "--data with a folder of the model's images, or use the embedded digits model."
+            )
+        if image_size is not None and (h, w) != (image_size, image_size):
+            raise DataError(
+                f"The embedded digits are {h}x{w}, the model wants {image_size}x{image_size}: "
+                "pass --data with a folder of the model's images, or use the embedded digits model."
+            )
+        if num_classes is not None and num_classes != real.num_classes:
+            raise DataError(
+                f"The embedded digits have {real.num_classes} classes, the model has {num_classes}: "
+                "pass --data with a folder of the model's classes."
+            )
+        return real
+    return load_image_folder(data, image_size=image_size, channels=channels or 3, num_classes=num_classes)
