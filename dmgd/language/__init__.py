@@ -1,0 +1,28 @@
+"""The `.dmgd` recipe language: parse, check, format, compile.
+
+Importing this package is cheap (no torch, diffusers or numpy; lark is imported on the
+first parse), so that `dmgd check` and `dmgd fmt` start fast.
+"""
+
+from __future__ import annotations
+
+from dmgd.language.diagnostics import Diagnostic, Note, RecipeError, did_you_mean, render_json, render_text
+from dmgd.language.formatter import canonical_hash, canonical_text, format_recipe
+from dmgd.language.parser import parse_recipe
+
+__all__ = [
+    "parse_recipe",
+    "format_recipe",
+    "canonical_text",
+    "canonical_hash",
+    "RecipeError",
+    "Diagnostic",
+    "Note",
+    "render_text",
+    "render_json",
+    "did_you_mean",
+]
+
+# --- checking and compiling -----------------------------------------------------------
+# The checker and the compiler (dmgd/language/checker.py, compiler.py) export their
+# public functions here, below this line.
