@@ -613,6 +613,7 @@ def _after(text: str, offset: int) -> str:
     return f"`{_printable(ch)}`"
 
 
+_SIGMA_INCLUSIVE = re.compile(r"[ \t\f\r]*sigma[ \t\f\r]+[-0-9.eE+]+[ \t\f\r]*\.\.=")
 _SETTING_WITHOUT_EQUAL = re.compile(r"[ \t\f\r]*([A-Za-z_][A-Za-z0-9_]*)[ \t\f\r]+(?:-?[0-9]|\"|[A-Za-z_])")
 
 
@@ -659,6 +660,8 @@ def _describe(e: Any, text: str, base: int, end: int, lines: _Lines) -> Diagnost
         span = lines.span(base, base)
         expected = ()
         message = "syntax error"
+    if help is None and _SIGMA_INCLUSIVE.match(piece):
+        help = "a sigma window holds at both of its ends: write `sigma a..b`"
     if help is None:
         m = _SETTING_WITHOUT_EQUAL.match(piece)
         if m and m.group(1) not in ("sigma", "t") and "=" not in piece[: m.end()]:
