@@ -23,3 +23,490 @@ def main() -> None:
 
 # Commands are registered below, one section per family; keep each command short and
 # delegate the work to the package.
+
+
+# --- pretrain: train the embedded default (a tiny digits DiT) ---------------------------
+
+
+@app.command("pretrain")
+def pretrain_cmd(
+    out: str = typer.Option("digits_dit", "--out", help="Output folder (diffusers layout)."),
+    steps: int = typer.Option(2000, "--steps", min=1, help="Training steps."),
+    seed: int = typer.Option(0, "--seed", help="Seed for init, data order, noise, labels."),
+    batch_size: int = typer.Option(128, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr"),
+    ema: float = typer.Option(0.999, "--ema", min=0.0, max=1.0),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: torch's default)."),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate",
+                                  help="Run the model card's sample quality check."),
+) -> None:
+    """Train the embedded default DiT on sklearn's digits (train split only) and write
+    OUT/transformer, OUT/scheduler, OUT/model_index.json and OUT/MODEL_CARD.md.
+    Use it with `dmgd run ... --set model=OUT`."""
+    from dmgd.pretrain import pretrain
+
+    facts = pretrain(out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, ema=ema,
+                     progress=True, threads=threads or None, evaluate=evaluate)
+    typer.echo(f"wrote {out} ({facts['wall_time_s']} s, loss {facts['final_loss_avg_last_100']})")
+    q = facts.get("quality")
+    if q:
+        typer.echo(f"recognised {q['recognised']}/{q['samples']} samples (DDIM {q['ddim_steps']}, "
+                   f"CFG {q['cfg']}); see {out}/MODEL_CARD.md")
+
+
+# --- the recipe language: check, fmt, explain, plot, terms ------------------------------
+# Everything heavy is imported inside the commands: `check`, `fmt` and `terms` load only
+# the language (lark, attrs); `explain` asks the scheduler for timesteps (diffusers).
+
+import enum as _enum  # noqa: E402
+import os as _os  # noqa: E402
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+from typing import Any as _Any, Optional as _Optional  # noqa: E402
+
+
+class OutputFormat(str, _enum.Enum):
+    text = "text"
+    json = "json"
+
+
+def _colour(err: bool) -> bool:
+    stream = _sys.stderr if err else _sys.stdout
+    return "NO_COLOR" not in _os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+def _print_diagnostics(diagnostics, source: str, path: str, *, err: bool = True) -> None:
+    from dmgd.language.diagnostics import render_text
+
+    if diagnostics:
+        text = render_text(list(diagnostics), source, path, color=_colour(err))
+        typer.echo(text.rstrip("\n"), err=err)
+
+
+def _load(file: str):
+    """(source, path, recipe or None, diagnostics): a file ("-" is stdin), parsed."""
+    from dmgd.api import decode_recipe_bytes, read_recipe_text
+    from dmgd.language.diagnostics import RecipeError
+    from dmgd.language.parser import parse_recipe
+
+    path = "<stdin>" if file == "-" else file
+    source = ""
+    try:
+        source = decode_recipe_bytes(_sys.stdin.buffer.read(), path) if file == "-" else read_recipe_text(file)
+        return source, path, parse_recipe(source, path), []
+    except RecipeError as err:
+        return err.source or source, path, None, list(err.diagnostics)
+
+
+def _load_or_exit(file: str):
+    source, path, recipe, diagnostics = _load(file)
+    if recipe is None:
+        _print_diagnostics(diagnostics, source, path)
+        raise typer.Exit(1)
+    return source, path, recipe
+
+
+def _overrides_or_exit(sets: list[str]) -> dict[str, _Any]:
+    from dmgd.language.diagnostics import RecipeError
+    from dmgd.language.overrides import parse_overrides
+
+    try:
+        return parse_overrides(sets)
+    except RecipeError as err:
+        _print_diagnostics(err.diagnostics, err.source, err.path)
+        raise typer.Exit(2) from None
+
+
+def _compile_or_exit(recipe, *, steps, sampler, overrides, noise):
+    from dmgd.api import compile as compile_recipe
+    from dmgd.language.diagnostics import RecipeError
+
+    try:
+        schedule = compile_recipe(recipe, steps=steps, sampler=sampler, overrides=overrides, noise=noise)
+    except RecipeError as err:
+        _print_diagnostics(err.diagnostics, err.source, err.path)
+        raise typer.Exit(2 if err.path == "<command line>" else 1) from None
+    _print_diagnostics(schedule.warnings, recipe.source, recipe.path)
+    return schedule
+
+
+_FILES = typer.Argument(..., metavar="FILE...", help="recipe files; `-` reads standard input")
+_STEPS = typer.Option(None, "--steps", min=1, help="N, the real sampling steps (default: the recipe's clock)")
+_SAMPLER = typer.Option(None, "--sampler", help="ddpm | ddim | dpm | euler (default: the recipe's)")
+_SET = typer.Option([], "--set", metavar="NAME=VALUE", help="override a setting, e.g. --set ipc=50 (repeatable)")
+
+
+@app.command("check")
+def check_command(
+    files: list[str] = _FILES,
+    output_format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text, or json for editors and CI"),
+) -> None:
+    """Check recipes: every diagnostic, and for a clean recipe its identity (sha256)."""
+    import json
+
+    from dmgd.api import check as check_recipe
+    from dmgd.language.diagnostics import render_json
+
+    status = 0
+    reports = []
+    for file in files:
+        source, path, recipe, diagnostics = _load(file)
+        identity = None
+        if recipe is not None:
+            from dmgd.language.formatter import canonical_hash
+
+            diagnostics = check_recipe(recipe)
+            identity = f"sha256:{canonical_hash(recipe)}"
+        errors = sum(d.severity == "error" for d in diagnostics)
+        warnings = len(diagnostics) - errors
+        if errors:
+            status = 1
+            identity = None
+        if output_format is OutputFormat.json:
+            reports.append({"path": path, "ok": not errors, "identity": identity,
+                            "diagnostics": json.loads(render_json(list(diagnostics), path))})
+            continue
+        _print_diagnostics(diagnostics, source, path, err=False)
+        if errors:
+            typer.echo(f"{path}: {errors} error{'s' * (errors != 1)}"
+                       + (f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""))
+        else:
+            tail = f" ({warnings} warning{'s' * (warnings != 1)})" if warnings else ""
+            typer.echo(f"{path}: ok {identity}{tail}")
+    if output_format is OutputFormat.json:
+        typer.echo(json.dumps(reports, indent=2))
+    raise typer.Exit(status)
+
+
+def _write_atomically(path: str, text: str) -> None:
+    import tempfile
+
+    directory = _os.path.dirname(_os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".dmgd-fmt-", dir=directory)
+    try:
+        with _os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            _os.fsync(out.fileno())
+        try:
+            _os.chmod(tmp, _os.stat(path).st_mode & 0o7777)
+        except OSError:
+            pass
+        _os.replace(tmp, path)
+    except BaseException:
+        if _os.path.exists(tmp):
+            _os.unlink(tmp)
+        raise
+
+
+@app.command("fmt")
+def fmt_command(
+    files: list[str] = _FILES,
+    check: bool = typer.Option(False, "--check", help="change nothing; exit 1 if a file is not formatted"),
+) -> None:
+    """Rewrite recipes in the one canonical layout (comments and rule order kept)."""
+    from dmgd.language.formatter import format_recipe
+
+    status = 0
+    changed = unchanged = 0
+    for file in files:
+        source, path, recipe, diagnostics = _load(file)
+        if recipe is None:
+            _print_diagnostics(diagnostics, source, path)
+            status = 1
+            continue
+        formatted = format_recipe(recipe)
+        if file == "-":
+            if check:
+                if formatted != source:
+                    typer.echo(f"would reformat {path}", err=True)
+                    status = 1
+            else:
+                typer.echo(formatted, nl=False)
+            continue
+        if formatted == source:
+            unchanged += 1
+            continue
+        changed += 1
+        if check:
+            typer.echo(f"would reformat {path}")
+            status = 1
+        else:
+            _write_atomically(file, formatted)
+            typer.echo(f"reformatted {path}")
+    if any(f != "-" for f in files):
+        verb = "would be reformatted" if check else "reformatted"
+        typer.echo(f"{changed} file{'s' * (changed != 1)} {verb}, {unchanged} unchanged", err=True)
+    raise typer.Exit(status)
+
+
+def _fmt_value(value: _Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _use_text(use, first: str | None = None) -> str:
+    values = [(k, v) for k, v in use.values if v is not False]  # flags that are off: not shown
+    if first is not None:
+        values.sort(key=lambda kv: kv[0] != first)
+    inner = " ".join(f"{k}={_fmt_value(v)}" for k, v in values)
+    return f"[bold]{use.term}[/bold] {inner}".rstrip()
+
+
+def _noise_for_explain() -> str:
+    try:
+        import dmgd.sampling.schedulers  # noqa: F401 - imports diffusers, for the timesteps
+    except ImportError:
+        return "auto"
+    return "always"
+
+
+@app.command("explain")
+def explain_command(
+    file: str = typer.Argument(..., metavar="FILE", help="a recipe file; `-` reads standard input"),
+    steps: _Optional[int] = _STEPS,
+    sampler: _Optional[str] = _SAMPLER,
+    sets: list[str] = _SET,
+    output_format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text (a table) or json"),
+) -> None:
+    """The compiled schedule, one row a step: time, timestep, sigma, conditioning, energies."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    overrides = _overrides_or_exit(sets)
+    _, path, recipe = _load_or_exit(file)
+    schedule = _compile_or_exit(recipe, steps=steps, sampler=sampler, overrides=overrides,
+                                noise=_noise_for_explain())
+    if output_format is OutputFormat.json:
+        typer.echo(json.dumps(schedule.to_dict(), indent=2))
+        return
+    s = schedule.settings
+    table = Table(
+        title=f"{path}  sha256:{schedule.recipe_hash[:16]}\n"
+              f"{schedule.num_steps} steps of {s.sampler} on a {s.steps}-step recipe clock, cfg {s.cfg:g}",
+        caption="rows in sampling order; i: the run's step (N-1 first); t: recipe time i*steps/N; "
+                "flags that are off are not shown",
+    )
+    for name, justify in (("#", "right"), ("i", "right"), ("t", "right"), ("timestep", "right"),
+                          ("sigma", "right"), ("conditioning", "left"), ("energies", "left")):
+        table.add_column(name, justify=justify, no_wrap=name in ("#", "i", "t"))
+    previous = None
+    for step in schedule.steps:
+        stage = (step.conditioning.term, step.conditioning.rule)
+        if previous is not None and stage != previous:
+            table.add_section()
+        previous = stage
+        conditioning = _use_text(step.conditioning)
+        if step.conditioning.rule is None:
+            conditioning += " [dim](default)[/dim]"
+        table.add_row(
+            str(step.index), str(step.i), f"{step.tau:g}",
+            "-" if step.timestep is None else f"{step.timestep:g}",
+            "-" if step.sigma is None else f"{step.sigma:.4g}",
+            conditioning,
+            "\n".join(_use_text(e, first="rho") for e in step.energies) or "[dim]-[/dim]",
+        )
+    Console(highlight=False).print(table)
+
+
+@app.command("plot")
+def plot_command(
+    file: str = typer.Argument(..., metavar="FILE", help="a recipe file; `-` reads standard input"),
+    output: _Path = typer.Option(..., "-o", "--output", help="the image to write (.png, .svg, .pdf)"),
+    steps: _Optional[int] = _STEPS,
+    sampler: _Optional[str] = _SAMPLER,
+    sets: list[str] = _SET,
+) -> None:
+    """Draw the schedule as a timeline: stages as bands, ramps as curves, one lane per term."""
+    from dmgd.plotting import plot_schedule
+
+    overrides = _overrides_or_exit(sets)
+    _, path, recipe = _load_or_exit(file)
+    schedule = _compile_or_exit(recipe, steps=steps, sampler=sampler, overrides=overrides, noise="auto")
+    try:
+        plot_schedule(schedule, output, title=_Path(path).name)
+    except OSError as err:
+        typer.echo(f"error: cannot write {output}: {err.strerror or err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {output}")
+
+
+def _default_text(spec) -> str:
+    from dmgd.terms.registry import FromSetting, RampDefault
+
+    default = spec.default
+    if isinstance(default, RampDefault):
+        shape = "" if default.shape == "linear" else default.shape
+        ramp = f"{default.start:g}..{default.end:g}"
+        return f"{shape}({ramp}) ramp" if shape else f"{ramp} ramp"
+    if isinstance(default, FromSetting):
+        return f"the `{default.setting}` setting"
+    return _fmt_value(default)
+
+
+@app.command("terms")
+def terms_command() -> None:
+    """Every guidance term, its parameters (type, default, range, doc), and the settings."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from dmgd.language.settings import SETTING_SPECS
+    from dmgd.terms.registry import all_terms
+
+    console = Console(highlight=False)
+
+    def table(title: str, first: str) -> Table:
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True, pad_edge=False)
+        for name in (first, "type", "default", "range"):
+            t.add_column(name, no_wrap=True)
+        t.add_column("doc", ratio=1, overflow="fold")
+        return t
+
+    console.print("[bold]Terms[/bold]: a rule is `window: term(param=value, ...), ...`; a number may "
+                  "ramp over a bounded window: `a..b`, `cos(a..b)`, `exp(a..b)`.\n")
+    for term in all_terms():
+        t = table(f"[bold]{term.name}[/bold] ({term.kind.value}): {term.doc}", "parameter")
+        for p in term.params:
+            kind = p.type if p.rampable or p.type not in ("float", "int") else f"{p.type}, fixed"
+            t.add_row(p.name, kind, _default_text(p), p.range_text(), p.doc)
+        if not term.params:
+            t.add_row("[dim]none[/dim]", "", "", "", "")
+        console.print(t)
+    t = table("[bold]Settings[/bold]: `name = value` in a recipe, or `--set name=value`", "setting")
+    for p in SETTING_SPECS:
+        t.add_row(p.name, p.type, _default_text(p), p.range_text(), p.doc)
+    console.print(t)
+
+
+# --- run and grid: distil an image set, look at it ------------------------------------
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from dmgd.errors import DmgdError
+    from dmgd.sampling.backbones import BackboneError
+    from dmgd.sampling.guidance import GuidanceError
+
+    return DmgdError, BackboneError, GuidanceError
+
+
+class _RichReporter:
+    """Draws a run's progress: one bar for the images (with ETA), one for the batch's steps."""
+
+    def __init__(self, console) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 console=console, transient=False)
+        self.images = self.steps = None
+
+    def stage(self, text: str) -> None:
+        self.console.print(f"[dim]{text}...[/dim]")
+
+    def sampling_started(self, total_images: int, done: int, steps_per_batch: int) -> None:
+        self.progress.start()
+        self.images = self.progress.add_task("images", total=total_images, completed=done)
+        self.steps = self.progress.add_task("steps ", total=steps_per_batch)
+        self.steps_per_batch = steps_per_batch
+
+    def batch_started(self, classes, index: int) -> None:
+        names = ", ".join(classes[:4]) + (f" +{len(classes) - 4}" if len(classes) > 4 else "")
+        self.progress.reset(self.steps, total=self.steps_per_batch,
+                            description=f"steps  [dim]#{index} of {names}[/dim]")
+
+    def step_done(self) -> None:
+        self.progress.advance(self.steps)
+
+    def images_done(self, count: int) -> None:
+        self.progress.advance(self.images, count)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _summary_table(result) -> _Any:
+    from rich.table import Table
+
+    table = Table(title=f"{result.out}: {len(result.class_names)} classes x {result.settings.ipc} images")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    table.add_column(f"OT distance to real (K={result.manifest['ot_distance']['k']})", justify="right")
+    for name in result.class_names:
+        table.add_row(name, str(len(result.images[name])), f"{result.ot_distance[name]:.4f}")
+    t = result.timings
+    table.caption = (f"targets {t['targets_seconds']:.2f} s, sampling {t['sampling_seconds']:.1f} s, "
+                     f"total {t['total_seconds']:.1f} s; recipe sha256:{result.schedule.recipe_hash[:16]}")
+    return table
+
+
+@app.command("run")
+def run_command(
+    file: str = typer.Argument(..., metavar="RECIPE", help="a .dmgd recipe"),
+    out: _Path = typer.Option(..., "--out", "-o", help="output directory (an ImageFolder + manifest.json)"),
+    sets: list[str] = _SET,
+    steps: _Optional[int] = _STEPS,
+    sampler: _Optional[str] = _SAMPLER,
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
+    resume: bool = typer.Option(False, "--resume", help="finish the run already in --out"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the run already in --out"),
+    batch: _Optional[int] = typer.Option(None, "--batch", min=1, help="classes sampled together (default: up to 64)"),
+) -> None:
+    """Distil an image set: sample the frozen DiT under the recipe's guidance schedule."""
+    from rich.console import Console
+
+    from dmgd.language.diagnostics import RecipeError
+    from dmgd.runner import run
+
+    overrides = _overrides_or_exit(sets)
+    _, path, recipe = _load_or_exit(file)
+    console = Console(stderr=True, highlight=False)
+    reporter = _RichReporter(console)
+    try:
+        result = run(recipe, out, steps=steps, sampler=sampler, device=device, resume=resume,
+                     overwrite=overwrite, batch_size=batch, reporter=reporter, overrides=overrides)
+    except RecipeError as err:
+        reporter.close()
+        _print_diagnostics(err.diagnostics, err.source, err.path)
+        raise typer.Exit(2 if err.path == "<command line>" else 1) from None
+    except _user_errors() as err:
+        reporter.close()
+        console.print(f"[bold red]error:[/bold red] {err}")
+        console.print(f"[dim]images finished so far are kept in {out}; fix the cause and rerun with --resume[/dim]")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        reporter.close()
+        console.print(f"interrupted; finished images are kept: `dmgd run {file} --out {out} --resume` goes on")
+        raise typer.Exit(130) from None
+    reporter.close()
+    Console(highlight=False).print(_summary_table(result))
+
+
+@app.command("grid")
+def grid_command(
+    out: _Path = typer.Argument(..., metavar="OUT", help="a `dmgd run` output directory (or any ImageFolder)"),
+    output: _Path = typer.Option(..., "-o", "--output", help="the contact sheet to write (.png)"),
+    per_class: _Optional[int] = typer.Option(None, "--per-class", min=1, help="at most this many images a row"),
+    cell: int = typer.Option(64, "--cell", min=8, help="pixels per image in the sheet"),
+) -> None:
+    """A contact sheet of a distilled set: one row a class."""
+    from dmgd.data.contact_sheet import contact_sheet
+    from dmgd.errors import DmgdError
+
+    try:
+        sheet = contact_sheet(out, max_per_class=per_class, cell=cell)
+        sheet.save(output)
+    except DmgdError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as err:
+        typer.echo(f"error: cannot write {output}: {err.strerror or err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {output}")
