@@ -95,7 +95,7 @@ def plot_schedule(schedule: Schedule, path: str | os.PathLike[str], *, title: st
         label = term if rule is not None else f"{term} (default)"
         width = last - first + 1
         wide = width >= max(3, n / 14)
-        ax.text((first + last) / 2, 0.95, label if wide else term[:3],
+        ax.text((first + last) / 2, 0.95, label if wide else term[:4] + ".",
                 ha="center", va="top", fontsize=9, fontweight="bold", transform=ax.get_xaxis_transform())
         run_uses = [(s.index, s.conditioning) for s in steps[first:last + 1]]
         fixed = [f"{p}={_fmt(v)}" for p, v in run_uses[0][1].values
