@@ -340,3 +340,101 @@ def test_schedule_hash_and_dict():
     d = sched.to_dict()
     assert d["num_steps"] == 50 and d["steps"][0]["conditioning"]["term"] == "explore"
     assert math.isclose(d["steps"][10]["energies"][0]["rho"], 0.05 + 0.45 * 5 / 14)
+
+
+# --- the public API: dmgd.parse, check, compile, format ------------------------------------
+
+from pathlib import Path  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import dmgd  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_api_from_a_path_or_text():
+    path = ROOT / "recipes" / "dmgd.dmgd"
+    from_path = dmgd.compile(path, steps=25)
+    from_str_path = dmgd.compile(str(path), steps=25)
+    from_text = dmgd.compile(REFERENCE, steps=25)
+    assert from_path == from_str_path
+    assert from_path.steps == from_text.steps
+    assert dmgd.parse(str(path)).path == str(path)
+    assert dmgd.parse(REFERENCE).path == "<recipe>"
+    assert dmgd.check(path) == [] and dmgd.check(REFERENCE) == []
+    assert dmgd.format("t>=45:explore\n") == "t>=45: explore\n"
+
+
+def test_api_check_returns_diagnostics_and_never_raises(tmp_path):
+    assert [d.code for d in dmgd.check("stpes = 5\n")] == ["unknown-setting"]
+    assert dmgd.check("t>=45 explore\n")[0].code == "syntax"
+    (d,) = dmgd.check(tmp_path / "missing.dmgd")
+    assert d.code == "io" and "no such file" in d.message
+
+
+def test_api_compile_raises_recipe_error():
+    with pytest.raises(dmgd.RecipeError) as info:
+        dmgd.compile("*: ot(K=0)\n")
+    assert info.value.diagnostics[0].code == "out-of-range"
+
+
+def test_api_overrides_as_set_strings_or_a_dict():
+    a = dmgd.compile(REFERENCE, overrides=["ipc=50", "sampler=ddim"])
+    b = dmgd.compile(REFERENCE, overrides={"ipc": 50, "sampler": "ddim"})
+    assert a == b and a.settings.ipc == 50 and a.settings.sampler == "ddim"
+    with pytest.raises(dmgd.RecipeError) as info:
+        dmgd.compile(REFERENCE, overrides=["ipc=0"])
+    assert info.value.path == "<command line>"
+
+
+def test_api_noise_levels():
+    sched = dmgd.compile("steps = 8\nsigma 1..6: explore\n", noise=NOISE)
+    assert [s.conditioning.term for s in sched.steps][2:6] == ["explore"] * 4
+    assert dmgd.compile(REFERENCE, noise=None).steps[0].timestep is None
+    with pytest.raises(ValueError):
+        dmgd.compile(REFERENCE, noise="sometimes")
+
+
+def test_reading_files_gives_diagnostics(tmp_path):
+    with pytest.raises(dmgd.RecipeError) as info:
+        dmgd.parse(tmp_path / "nope.dmgd")
+    assert info.value.diagnostics[0].code == "io"
+    bad = tmp_path / "bad.dmgd"
+    bad.write_bytes(b"steps = 50\ncfg = 4 # \xff\n")
+    with pytest.raises(dmgd.RecipeError) as info:
+        dmgd.parse(bad)
+    (d,) = info.value.diagnostics
+    assert d.code == "encoding" and (d.span.line, d.span.column) == (2, 11)
+    bom = tmp_path / "bom.dmgd"
+    bom.write_bytes(b"\xef\xbb\xbfcfg = 4\n")
+    assert dmgd.compile(bom).settings.cfg == 4.0
+    with pytest.raises(dmgd.RecipeError) as info:
+        dmgd.parse(tmp_path)
+    assert "directory" in info.value.diagnostics[0].message
+
+
+def test_import_dmgd_is_cheap_and_compile_without_sigma_windows_stays_light():
+    script = (
+        "import sys, dmgd\n"
+        "assert 'torch' not in sys.modules and 'lark' not in sys.modules\n"
+        f"s = dmgd.compile({str(ROOT / 'recipes' / 'dmgd.dmgd')!r}, steps=25)\n"
+        "assert s.steps[0].timestep is None\n"
+        "print(sorted(m for m in ('torch', 'diffusers', 'numpy') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_api_resolves_noise_levels_from_the_sampler():
+    pytest.importorskip("diffusers")
+    sched = dmgd.compile(REFERENCE, steps=25, noise="always")
+    assert all(s.timestep is not None and s.sigma is not None for s in sched.steps)
+    sigmas = [s.sigma for s in sched.steps]
+    assert sigmas == sorted(sigmas, reverse=True)  # noisiest first
+    # "auto" resolves them for a sigma window: the windows then follow the noise.
+    sched = dmgd.compile("sigma 1..10: explore\n", steps=25)
+    assert {s.conditioning.term for s in sched.steps if 1 <= s.sigma <= 10} == {"explore"}
+    assert {s.conditioning.term for s in sched.steps if not 1 <= s.sigma <= 10} == {"refine"}

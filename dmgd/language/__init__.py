@@ -26,3 +26,9 @@ __all__ = [
 # --- checking and compiling -----------------------------------------------------------
 # The checker and the compiler (dmgd/language/checker.py, compiler.py) export their
 # public functions here, below this line.
+
+from dmgd.language.checker import check_recipe  # noqa: E402
+from dmgd.language.compiler import compile_schedule, has_sigma_window  # noqa: E402
+from dmgd.language.overrides import parse_overrides, validate_overrides  # noqa: E402
+
+__all__ += ["check_recipe", "compile_schedule", "has_sigma_window", "parse_overrides", "validate_overrides"]
