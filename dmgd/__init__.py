@@ -5,7 +5,8 @@ The public API is loaded lazily, so that `import dmgd` stays cheap (no torch):
     import dmgd
     schedule = dmgd.compile("recipes/dmgd.dmgd", steps=25)
 
-`dmgd.parse`, `dmgd.check`, `dmgd.compile` and `dmgd.format` live in `dmgd.api`.
+`dmgd.parse`, `dmgd.check`, `dmgd.compile` and `dmgd.format` live in `dmgd.api`;
+`dmgd.run` (a recipe in, a distilled image set out) in `dmgd.runner`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ _LAZY = {
     "RecipeError": "dmgd.language.diagnostics",
     "Diagnostic": "dmgd.language.diagnostics",
     "Schedule": "dmgd.language.schedule",
+    "run": "dmgd.runner",
+    "RunResult": "dmgd.runner",
 }
 
 __all__ = sorted(_LAZY)
