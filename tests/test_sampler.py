@@ -11,6 +11,7 @@ import torch
 from dmgd.language.schedule import Schedule, Step, TermUse
 from dmgd.language.settings import Settings
 from dmgd.sampling.guidance import GuidanceError
+from dmgd.terms.registry import get_term
 from dmgd.sampling.sampler import GuidedSampler, make_generator, sample_seed
 from dmgd.sampling.schedulers import DEFAULT_SCHEDULER_CONFIG, clock_for, make_scheduler
 
@@ -19,34 +20,7 @@ SHAPE = (1, 8, 8)
 F = 64
 
 
-# -- test doubles of the term implementations (used where the registry has none yet) --
-class Refine:
-    def embed(self, table, labels, others, noise, values):
-        return table[labels]
-
-    def guidance_scale(self, values, recipe_cfg):
-        return float(values.get("cfg", recipe_cfg))
-
-    def replaces_null(self, values):
-        return False
-
-
-class Explore:
-    """Noise only, renormalised to the class row's statistics (on_null as the reference)."""
-
-    def embed(self, table, labels, others, noise, values):
-        e = table[labels]
-        u = values.get("bn", 0.06) * noise
-        u = (u - u.mean(1, keepdim=True)) / u.std(1, keepdim=True)
-        return u * e.std(1, keepdim=True) + e.mean(1, keepdim=True)
-
-    def guidance_scale(self, values, recipe_cfg):
-        return float(recipe_cfg)
-
-    def replaces_null(self, values):
-        return bool(values.get("on_null", False))
-
-
+# -- test energies (the conditioning terms and ot are the registry's own implementations) --
 class PullPush:
     """A simple energy with every ingredient of ot: targets (points, masses) and memory, all
     points on the unit sphere as ot has them (so the gradient stays bounded):
@@ -74,7 +48,7 @@ class NaNEnergy:
         return (x0 * float("nan")).sum(1)
 
 
-IMPLS = {"refine": Refine(), "explore": Explore(), "pull": PullPush(), "nan": NaNEnergy()}
+IMPLS = {"pull": PullPush(), "nan": NaNEnergy()}
 
 
 def tiny_dit(num_classes=NUM_CLASSES, out_channels=1, in_channels=1, seed=0, layers=2):
@@ -149,6 +123,14 @@ def targets(K=3, seed=1):
     return {K: SimpleNamespace(points=points, masses=masses / masses.sum(1, keepdim=True))}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add contention
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def bb():
     return backbone()
@@ -188,13 +170,11 @@ def test_determinism(bb):
 def test_greedy_class_batched_equals_one_at_a_time(bb, sampler):
     """Class-batched greedy == the reference's order (class by class, index by index)."""
     ipc, classes = 3, [0, 4, 9]
-    energy = use("pull", K=3, rho=0.5)
-    if _real_ot() is not None:
-        energy = use("ot", K=3, rho=0.5, eps=0.1, iters=5, grad="tweedie")
+    energy = use("ot", K=3, rho=0.5, eps=0.1, iters=5, grad="tweedie")
     sch = schedule(n=8, sampler=sampler, energy=energy, window=range(1, 6), ipc=ipc,
                    conditioning=lambda k: use("explore", bn=0.06, on_null=True) if k < 2 else
                    use("refine", rule=None, cfg=4.0))
-    s = GuidedSampler(bb, sch, targets(), impls=_impls_with_real_ot())
+    s = GuidedSampler(bb, sch, targets(), impls=IMPLS)
     # batched: index by index, all classes at once
     done = torch.zeros(len(classes), ipc, *SHAPE)
     for index in range(ipc):
@@ -209,20 +189,6 @@ def test_greedy_class_batched_equals_one_at_a_time(bb, sampler):
     plain = GuidedSampler(bb, schedule(n=8, sampler=sampler, ipc=ipc, conditioning=lambda k: use(
         "explore", bn=0.06, on_null=True) if k < 2 else use("refine", rule=None, cfg=4.0)), impls=IMPLS)
     assert (plain.sample_batch(classes, 2, done[:, :2]) - done[:, 2]).abs().max() > 1e-3
-
-
-def _real_ot():
-    from dmgd.terms.registry import get_term
-
-    spec = get_term("ot")
-    return None if spec is None else spec.impl
-
-
-def _impls_with_real_ot():
-    impls = dict(IMPLS)
-    if _real_ot() is not None:
-        impls.pop("ot", None)
-    return impls
 
 
 def _energy_of(classes, memory, tgt, z):
@@ -253,15 +219,15 @@ def test_energy_moves_samples_downhill(bb, grad, sampler):
 def test_single_step_update_is_minus_rho_sigma_grad(bb, grad):
     """One guided step == the unguided step - rho * sigma_t * grad_{z_t} E, with eps held fixed
     (tweedie) or differentiated through the DiT's CFG pass (full)."""
-    from dmgd.sampling.guidance import BatchState, EnergyTarget, StepRunner
+    from dmgd.guidance import TargetBatch
+    from dmgd.sampling.guidance import BatchState, StepRunner
 
     tgt = targets()
     sch = schedule(n=10, energy=use("pull", K=3, rho=0.3, grad=grad), window={3})
     clock = clock_for(make_scheduler("ddpm", 10), "ddpm")
     classes = [1, 2]
     x = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(5))
-    target = EnergyTarget(points=tgt[3].points[classes], masses=tgt[3].masses[classes],
-                          modes=tgt[3].points[classes, 0], K=3)
+    target = TargetBatch(points=tgt[3].points[classes], masses=tgt[3].masses[classes])
 
     def run(step):
         runner = StepRunner(transformer=bb.transformer, null_class=10, learned_sigma=False,
@@ -373,7 +339,7 @@ def test_cfg_channels():
                         clock=clock_for(sc, "ddpm"), recipe_cfg=4.0, cfg_channels=1, ipc=1, impls=IMPLS)
     batch = BatchState(classes=torch.tensor([2]), indices=(0,), generators=[make_generator(0, 2, 0)],
                        others=torch.tensor([3]))
-    eps, var = runner._predict(x, 0, sch.steps[0].conditioning, Refine(), batch, torch.rand(1, 16))
+    eps, var = runner._predict(x, 0, sch.steps[0].conditioning, get_term("refine").impl, batch, torch.rand(1, 16))
     with torch.no_grad():
         t = torch.full((2,), float(sc.timesteps[0]))
         out = model(torch.cat([x, x]), timestep=t, class_labels=torch.tensor([2, 10])).sample

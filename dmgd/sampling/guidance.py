@@ -27,7 +27,8 @@ For a batch of B samples (classes `y`), at step k of a compiled `Schedule`:
    `scale_model_input`). `grad=tweedie`: eps is held fixed, the gradient reaches z_t
    through Tweedie's explicit term only (no backward pass through the DiT); `grad=full`:
    the step's model pass keeps its graph and the gradient flows through eps as well.
-   Latents are flattened to [B, F]; `memory` [B, M, F]; `target` per sample. The update is
+   Latents are flattened to [B, F]; `memory` [B, M, F]; `target` a
+   `dmgd.guidance.TargetBatch` (rows of each sample's class). The update is
    `-sum_terms rho_term * sigma_t * grad_{z_t} E_term`, sigma_t the step's posterior std
    (`SamplerClock.posterior_stds`), added to the scheduler's `prev_sample` (the same as
    adding it to the posterior mean, since the step noise is additive).
@@ -50,7 +51,7 @@ import math
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
-from attrs import define, frozen
+from attrs import define
 
 from dmgd.language.schedule import Step, TermUse
 from dmgd.sampling.schedulers import SamplerClock
@@ -79,21 +80,6 @@ class GuidanceError(RuntimeError):
         rows = ", ".join(f"class {c} #{j}" for c, j in self.samples[:8])
         more = f" and {len(self.samples) - 8} more" if len(self.samples) > 8 else ""
         super().__init__(f"non-finite {what} at {where}" + (f" for {rows}{more}" if rows else ""))
-
-
-@frozen
-class EnergyTarget:
-    """The per-sample target handed to an energy: row b belongs to sample b's class.
-
-    points [B, K, F] and masses [B, K] (the class's k-means support points and cluster
-    shares); modes [B, F]: support point `index mod K` of each sample's class (mode
-    guidance with K = ipc pulls sample i toward its class's mode i); K the support size.
-    """
-
-    points: torch.Tensor
-    masses: torch.Tensor
-    modes: torch.Tensor
-    K: int
 
 
 @define

@@ -24,7 +24,8 @@ finished samples passed in `memory`. Sample j's energy thus sees the synthetic s
 Targets: `targets_by_k` maps K to an object with `points` [C, K, F] and `masses` [C, K]
 (row = class id, or, when it has a `classes` sequence, row = position of the class id in
 it), e.g. `dmgd.data.targets.build_targets(...)`. Each energy term asks its impl for
-`target_k(values, ipc)` and gets the rows of the batch's classes.
+`target_k(values, ipc)` and gets a `dmgd.guidance.TargetBatch` of the batch's classes'
+rows (with `modes`, sample i's centroid i, when every index is < K, as for `mode`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from dmgd.language.schedule import Schedule, TermUse
-from dmgd.sampling.guidance import BatchState, EnergyTarget, StepRunner
+from dmgd.guidance import TargetBatch
+from dmgd.sampling.guidance import BatchState, StepRunner
 from dmgd.sampling.schedulers import clock_for, make_scheduler
 
 OnStep = Callable[[int], None]
@@ -161,7 +163,7 @@ class GuidedSampler:
             return cls
         return pool[int(torch.randint(len(pool), (1,), generator=g))]
 
-    def _target(self, use: TermUse, impl: Any, classes: list[int], indices: list[int]) -> EnergyTarget:
+    def _target(self, use: TermUse, impl: Any, classes: list[int], indices: list[int]) -> TargetBatch:
         K = int(impl.target_k(use.as_dict(), int(self.settings.ipc)))
         key = (K, tuple(classes), tuple(indices))
         if key not in self._target_cache:
@@ -170,12 +172,11 @@ class GuidedSampler:
             ct = self.targets_by_k[K]
             pool = getattr(ct, "classes", None)
             rows = [list(pool).index(c) for c in classes] if pool is not None else classes
-            rows_t = torch.as_tensor(rows, dtype=torch.long)
-            points = torch.as_tensor(ct.points)[rows_t].to(self.device, torch.float32)
-            masses = torch.as_tensor(ct.masses)[rows_t].to(self.device, torch.float32)
-            modes = points[torch.arange(len(classes)), torch.as_tensor(indices) % points.shape[1]]
+            # modes (sample i's centroid i) exist when every index is < K (mode guidance: K = ipc)
+            modes = ct if max(indices) < K else None
+            target = TargetBatch.gather(rows, ct, modes, list(indices), device=self.device, dtype=torch.float32)
             self._target_cache = {k: v for k, v in self._target_cache.items() if k[1:] == key[1:]}
-            self._target_cache[key] = EnergyTarget(points=points, masses=masses, modes=modes, K=K)
+            self._target_cache[key] = target
         return self._target_cache[key]
 
     def _run(self, classes: list[int], indices: list[int], memory_fn, seed: int | None,
