@@ -23,6 +23,7 @@ conditioning-in-rule, conditioning-overlap.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Mapping
 
 from dmgd.language import ast
@@ -87,6 +88,11 @@ def describe_value(value: ast.Value | Any) -> str:
     return repr(value)
 
 
+def _not_finite(value: ast.Number | ast.Percent, what: str) -> Diagnostic:
+    text = value.text if isinstance(value, ast.Number) else f"{value.value:g}"
+    return _error(f"{what} = {text} is not a finite number", value.span, "out-of-range")
+
+
 def _range_message(spec: ParamSpec, what: str, shown: str) -> str:
     return f"{what} = {shown} is out of range: {spec.range_text()}"
 
@@ -107,6 +113,8 @@ def check_value(
     span = value.span
     if isinstance(value, ast.Ramp):
         return _check_ramp(value, spec, what=what, window=window, setting=setting)
+    if isinstance(value, (ast.Number, ast.Percent)) and not math.isfinite(value.value):
+        return [_not_finite(value, what)]
     t = spec.type
     if t in ("float", "int"):
         if isinstance(value, ast.Number):
@@ -150,7 +158,9 @@ def _check_ramp(ramp: ast.Ramp, spec: ParamSpec, *, what: str, window: ast.Windo
     if not spec.rampable:
         return [_error(f"{what} cannot ramp: it keeps one value over its window", ramp.span, "ramp-not-allowed",
                        help=f"give one value, e.g. {spec.name}={_fmt(ramp.start.value)}")]
-    out = []
+    out = [_not_finite(end, f"ramp end for {what}") for end in (ramp.start, ramp.end) if not math.isfinite(end.value)]
+    if out:
+        return out
     if window is not None and not is_bounded(window):
         out.append(_error(
             f"a ramp needs a bounded window (`a..b`, `a..=b` or `sigma a..b`)", ramp.span, "ramp-unbounded-window",
@@ -227,6 +237,12 @@ def _check_settings(recipe: ast.Recipe) -> list[Diagnostic]:
 
 def _check_window(recipe: ast.Recipe, window: ast.Window, clock: int | None) -> list[Diagnostic]:
     text = _src(recipe, window.span) or "this window"
+    ends = ([window.lo, window.hi] if isinstance(window, (ast.Range, ast.SigmaRange)) else
+            [window.bound] if isinstance(window, ast.OneSided) else [])
+    infinite = [_error(f"bound {_src(recipe, end.span) or end.value} is not a finite number", end.span, "out-of-range")
+                for end in ends if not math.isfinite(end.value)]
+    if infinite:
+        return infinite
     if isinstance(window, ast.SigmaRange):
         out = []
         for end in (window.lo, window.hi):

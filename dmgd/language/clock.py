@@ -14,6 +14,7 @@ level lies in `[a, b]`, which needs the run's noise levels.
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 from typing import Sequence
@@ -39,10 +40,11 @@ __all__ = [
 SIGMA_REL_TOL = 1e-9
 
 
+@functools.lru_cache(maxsize=4096)
 def exact(value: float) -> Fraction:
     """The exact rational a number in a recipe stands for: its shortest decimal form."""
-    if isinstance(value, int):
-        return Fraction(value)
+    if isinstance(value, int) or float(value).is_integer():
+        return Fraction(int(value))
     return Fraction(repr(float(value)))
 
 
@@ -97,6 +99,22 @@ class Interval:
         if self.hi is not None:
             last = min(clock - 1, math.floor(self.hi) if self.hi_closed else math.ceil(self.hi) - 1)
         return range(first, max(first, last + 1))
+
+    def run_indices(self, clock: int, num_steps: int) -> range:
+        """Positions in sampling order (0 = noisiest) of the run steps whose recipe time
+        tau = i*clock/N lies in the interval: one contiguous range, computed exactly."""
+        scale = Fraction(num_steps, clock)  # i = tau * N / clock
+        i_lo = 0
+        if self.lo is not None:
+            x = self.lo * scale
+            i_lo = max(0, math.ceil(x) if self.lo_closed else math.floor(x) + 1)
+        i_hi = num_steps - 1
+        if self.hi is not None:
+            x = self.hi * scale
+            i_hi = min(num_steps - 1, math.floor(x) if self.hi_closed else math.ceil(x) - 1)
+        if i_hi < i_lo:
+            return range(0)
+        return range(num_steps - 1 - i_hi, num_steps - i_lo)
 
     def describe(self) -> str:
         """E.g. `25.2 <= t < 25.5`."""
@@ -155,6 +173,8 @@ def window_steps(
     window: ast.Window, clock: int, num_steps: int, sigmas: Sequence[float] | None = None
 ) -> list[int]:
     """Positions in sampling order (0 = the first, noisiest step) where the window holds."""
+    if not isinstance(window, ast.SigmaRange):
+        return list(window_interval(window, clock).run_indices(clock, num_steps))
     out = []
     for index in range(num_steps):
         i = num_steps - 1 - index

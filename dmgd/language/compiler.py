@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from dmgd.language import ast
 from dmgd.language.checker import check_recipe, check_value, convert_value
-from dmgd.language.clock import progress, ramp_value, run_time, window_holds
+from dmgd.language.clock import progress, ramp_value, window_steps
 from dmgd.language.diagnostics import Diagnostic, Note, RecipeError
 from dmgd.language.schedule import NoiseLevels, Schedule, Step, TermUse
 from dmgd.language.settings import Settings, setting_spec
@@ -67,27 +67,45 @@ def _validate_overrides(overrides: Mapping[str, Any] | None, sampler: str | None
     return validate_overrides(given)
 
 
-def _param_value(
-    spec: ParamSpec, written: ast.Value | None, p: float, settings: Settings
-) -> Any:
-    if written is None:
-        default = spec.default
-        if isinstance(default, FromSetting):
-            return getattr(settings, default.setting)
-        if isinstance(default, RampDefault):
-            v = ramp_value(default.shape, float(default.start), float(default.end), p)
-            return round(v) if spec.type == "int" else v
-        return default
-    if isinstance(written, ast.Ramp):
-        v = ramp_value(written.shape, float(written.start.value), float(written.end.value), p)
-        return round(v) if spec.type == "int" else float(v)
-    return convert_value(written, spec)
+_Plan = tuple[str, tuple[tuple[str, Any, Any], ...]]  # term, ((param, constant, ramp or None), ...)
 
 
-def _term_use(term: ast.Term | None, spec: TermSpec, rule: int | None, p: float, settings: Settings) -> TermUse:
+def _plan(term: ast.Term | None, spec: TermSpec, settings: Settings) -> tuple[bool, _Plan]:
+    """How to value a term's parameters at any step: constants resolved once, ramps kept as
+    (shape, a, b, is_int). Written values win; else defaults: FromSetting reads the
+    resolved setting, RampDefault ramps over the window."""
     written = {param.name: param.value for param in term.params} if term is not None else {}
-    values = tuple((ps.name, _param_value(ps, written.get(ps.name), p, settings)) for ps in spec.params)
-    return TermUse(term=spec.name, values=values, rule=rule, progress=p)
+    entries = []
+    for ps in spec.params:
+        value = written.get(ps.name)
+        if value is None:
+            default = ps.default
+            if isinstance(default, FromSetting):
+                entries.append((ps.name, getattr(settings, default.setting), None))
+            elif isinstance(default, RampDefault):
+                entries.append((ps.name, None, (default.shape, float(default.start), float(default.end),
+                                                ps.type == "int")))
+            else:
+                entries.append((ps.name, default, None))
+        elif isinstance(value, ast.Ramp):
+            entries.append((ps.name, None, (value.shape, float(value.start.value), float(value.end.value),
+                                            ps.type == "int")))
+        else:
+            entries.append((ps.name, convert_value(value, ps), None))
+    return spec.kind is Kind.CONDITIONING, (spec.name, tuple(entries))
+
+
+def _use(plan: _Plan, rule: int | None, p: float) -> TermUse:
+    name, entries = plan
+    values = []
+    for param, constant, ramp in entries:
+        if ramp is None:
+            values.append((param, constant))
+        else:
+            shape, a, b, is_int = ramp
+            v = ramp_value(shape, a, b, p)
+            values.append((param, round(v) if is_int else v))
+    return TermUse(term=name, values=tuple(values), rule=rule, progress=p)
 
 
 def _run_steps_text(indices: list[int], num_steps: int) -> str:
@@ -144,14 +162,7 @@ def compile_schedule(
     sigmas = noise.sigmas if noise is not None else None
 
     # Where each rule holds, in sampling order (index 0 = the noisiest step).
-    held: list[list[int]] = []
-    for rule in rules:
-        held.append([
-            index for index in range(num_steps)
-            if window_holds(rule.window, run_time(num_steps - 1 - index, clock, num_steps),
-                            sigmas[index] if sigmas is not None else None, clock)
-        ])
-    position = [{index: k for k, index in enumerate(h)} for h in held]
+    held: list[list[int]] = [window_steps(rule.window, clock, num_steps, sigmas) for rule in rules]
 
     # Two conditioning rules on one run step: only sigma windows can get here (the checker
     # rejects clock windows that overlap anywhere in recipe time).
@@ -192,31 +203,33 @@ def compile_schedule(
     conditioned = {index for r, _ in cond_rules for index in held[r]}
     implicit = [index for index in range(num_steps) if index not in conditioned]
     implicit_position = {index: k for k, index in enumerate(implicit)}
-    refine = get_term("refine")
+    # Each term's values: constants once, ramps evaluated per step (a plan per term).
+    plans = [[_plan(term, get_term(term.name), settings) for term in rule.terms] for rule in rules]
+    by_step: list[list[tuple[int, float]]] = [[] for _ in range(num_steps)]
+    for r, indices in enumerate(held):
+        n = len(indices)
+        for k, index in enumerate(indices):
+            by_step[index].append((r, progress(k, n)))
+    refine = _plan(None, get_term("refine"), settings)
     out_steps = []
     for index in range(num_steps):
         i = num_steps - 1 - index
         conditioning = None
         energies = []
-        for r, rule in enumerate(rules):
-            k = position[r].get(index)
-            if k is None:
-                continue
-            p = progress(k, len(held[r]))
-            for term in rule.terms:
-                spec = get_term(term.name)
-                use = _term_use(term, spec, r, p, settings)
-                if spec.kind is Kind.CONDITIONING:
+        for r, p in by_step[index]:
+            for is_conditioning, plan in plans[r]:
+                use = _use(plan, r, p)
+                if is_conditioning:
                     conditioning = use
                 else:
                     energies.append(use)
         if conditioning is None:
             p = progress(implicit_position[index], len(implicit))
-            conditioning = _term_use(None, refine, None, p, settings)
+            conditioning = _use(refine[1], None, p)
         out_steps.append(Step(
             index=index,
             i=i,
-            tau=float(run_time(i, clock, num_steps)),
+            tau=i * clock / num_steps,  # int / int: correctly rounded, as float(Fraction) is
             timestep=float(noise.timesteps[index]) if noise is not None else None,
             sigma=float(noise.sigmas[index]) if noise is not None else None,
             conditioning=conditioning,
