@@ -40,7 +40,7 @@ names = st.sampled_from(["t", "sigma", "cos", "exp", "true", "false", "x", "_", 
 digits = st.sampled_from(["0", "1", "5", "9", "10", "45", "007", "123456", "99999999999999999999"])
 numbers = st.tuples(st.sampled_from(["", "", "-"]), digits,
                     st.sampled_from(["", "", ".0", ".5", ".05", ".125", ".333333333333333333"]),
-                    st.sampled_from(["", "", "", "e3", "E-2", "e+1", "e999", "e-400"])).map("".join)
+                    st.sampled_from(["", "", "", "e3", "E-2", "e+1", "e200", "e-400"])).map("".join)
 percents = numbers.map(lambda n: n + "%")
 CHARS = list('ab #;"\\=:,()%*.\r\t') + ["\x00", "\ufffd", "\u00e9", "\u2028", "\U0001f600", "\udcff"]
 strings = st.text(st.sampled_from(CHARS), max_size=8).map(

@@ -345,6 +345,19 @@ def test_helpful_errors():
         assert (d.message, d.help) == (message, help), text
 
 
+def test_numbers_beyond_a_float_are_errors():
+    ds = errors_of("x = 1e999\nt>=1e400%: a\nsigma 1..-1e309: a\n*: a(r=cos(0..1E999), q=" + "9" * 400 + ")")
+    assert [(d.span.line, d.span.column, d.message) for d in ds] == [
+        (1, 5, "number too large: `1e999`"),
+        (2, 4, "number too large: `1e400%`"),
+        (3, 10, "number too large: `-1e309`"),
+        (4, 15, "number too large: `1E999`"),
+        (4, 25, "number too large: `" + "9" * 30 + "...`"),
+    ]
+    assert ds[0].help == "numbers must fit a double-precision float (at most about 1.8e308)"
+    assert parse_recipe("x = 1.7e308; y = 1e-999").statements[1].value.value == 0.0
+
+
 def test_unknown_escape_span():
     (d,) = errors_of('m = "ab\\qc"')
     assert d.span == Span(1, 8, 1, 10, 7, 9)

@@ -94,8 +94,16 @@ def _syntax(message: str, span: Span, help: str | None = None, expected: tuple[s
     return _Bad((Diagnostic("error", message, span, "syntax", help=help, expected=expected),))
 
 
-def _number(tok: Any) -> Number:
-    return Number(float(tok.value), str(tok.value), _tok_span(tok))
+def _too_large(tok: Any, value: float) -> _Bad | None:
+    if value - value != 0:  # inf: the literal is beyond the largest float
+        return _syntax(f"number too large: `{_clip(str(tok.value))}`", _tok_span(tok),
+                       help="numbers must fit a double-precision float (at most about 1.8e308)")
+    return None
+
+
+def _number(tok: Any) -> Number | _Bad:
+    value = float(tok.value)
+    return _too_large(tok, value) or Number(value, str(tok.value), _tok_span(tok))
 
 
 _ESCAPE = re.compile(r"\\(.)", re.S)
@@ -126,22 +134,24 @@ class _Builder:
 
     # windows
 
-    def bound(self, c: list[Any]) -> Bound:
+    def bound(self, c: list[Any]) -> Bound | _Bad:
         tok = c[0]
-        if tok.type == "PERCENT":
-            return Bound(float(tok.value[:-1]), True, _tok_span(tok))
-        return Bound(float(tok.value), False, _tok_span(tok))
+        percent = tok.type == "PERCENT"
+        value = float(tok.value[:-1] if percent else tok.value)
+        return _too_large(tok, value) or Bound(value, percent, _tok_span(tok))
 
-    def range(self, c: list[Any]) -> Range:
+    def range(self, c: list[Any]) -> Range | _Bad:
         lo, hi = c
-        return Range(lo, hi, False, _join(lo.span, hi.span))
+        return _bad_children(c) or Range(lo, hi, False, _join(lo.span, hi.span))
 
-    def range_inclusive(self, c: list[Any]) -> Range:
+    def range_inclusive(self, c: list[Any]) -> Range | _Bad:
         lo, hi = c
-        return Range(lo, hi, True, _join(lo.span, hi.span))
+        return _bad_children(c) or Range(lo, hi, True, _join(lo.span, hi.span))
 
     def one_sided(self, c: list[Any]) -> Any:
         name, op, bound = c
+        if type(bound) is _Bad:
+            return bound
         if name.value != "t":
             return _syntax(
                 f"expected `t`, found `{_clip(name.value)}`",
@@ -165,7 +175,7 @@ class _Builder:
                 expected=("`sigma`",),
             )
         lo_n, hi_n = _number(lo), _number(hi)
-        return SigmaRange(lo_n, hi_n, _join(_tok_span(name), hi_n.span))
+        return _bad_children([lo_n, hi_n]) or SigmaRange(lo_n, hi_n, _join(_tok_span(name), hi_n.span))
 
     # terms
 
@@ -191,12 +201,13 @@ class _Builder:
 
     # values
 
-    def number(self, c: list[Any]) -> Number:
+    def number(self, c: list[Any]) -> Number | _Bad:
         return _number(c[0])
 
-    def percent(self, c: list[Any]) -> Percent:
+    def percent(self, c: list[Any]) -> Percent | _Bad:
         tok = c[0]
-        return Percent(float(tok.value[:-1]), _tok_span(tok))
+        value = float(tok.value[:-1])
+        return _too_large(tok, value) or Percent(value, _tok_span(tok))
 
     def string(self, c: list[Any]) -> Any:
         tok = c[0]
@@ -222,9 +233,9 @@ class _Builder:
             return Boolean(False, _tok_span(tok))
         return Name(str(value), _tok_span(tok))
 
-    def linear_ramp(self, c: list[Any]) -> Ramp:
+    def linear_ramp(self, c: list[Any]) -> Ramp | _Bad:
         lo, hi = _number(c[0]), _number(c[1])
-        return Ramp(lo, hi, "linear", _join(lo.span, hi.span))
+        return _bad_children([lo, hi]) or Ramp(lo, hi, "linear", _join(lo.span, hi.span))
 
     def shaped_ramp(self, c: list[Any]) -> Any:
         name, lo, hi, rpar = c
@@ -238,7 +249,8 @@ class _Builder:
                 or "a ramp is written `a..b` (linear), `cos(a..b)` or `exp(a..b)`",
                 expected=("`cos`", "`exp`"),
             ),))
-        return Ramp(_number(lo), _number(hi), name.value, _join(_tok_span(name), _tok_span(rpar)))
+        lo_n, hi_n = _number(lo), _number(hi)
+        return _bad_children([lo_n, hi_n]) or Ramp(lo_n, hi_n, name.value, _join(_tok_span(name), _tok_span(rpar)))
 
 
 def bound_text(bound: Bound) -> str:
