@@ -184,3 +184,31 @@ def test_ot_distance_matches_emd2_by_hand():
     ref = ot.emd2(np.full(7, 1 / 7), masses.double().numpy(), ot.dist(xs, ys, metric="euclidean"))
     assert ot_distance(syn, pts, masses) == pytest.approx(float(ref), abs=1e-9)
 
+
+
+def test_early_stop_of_one_element_matches_pot():
+    """POT stops an element whose marginals already match at iteration 0 (here: a target of
+    identical points); the batched solver must stop that element only."""
+    x0, memory, points, masses = problem(2, 3, 4, 8, seed=12)
+    points = points.clone()
+    points[0] = points[0, :1].expand(4, 8)  # element 0: rank-one kernel, converged at once
+    e1, g1 = grad_of(lambda x: ot_energy(x, memory, points, masses, 0.1, 5), x0)
+    e2, g2 = grad_of(lambda x: ot_energy(x, memory, points, masses, 0.1, 5, solver="pot"), x0)
+    torch.testing.assert_close(e1, e2, atol=1e-10, rtol=0)
+    torch.testing.assert_close(g1, g2, atol=1e-10, rtol=0)
+
+
+def test_tiny_eps_stays_finite():
+    """eps so small that kernel rows underflow: POT's fall-back (keep the last good
+    iterate), no NaN in the energy or its gradient."""
+    x0, memory, points, masses = problem(3, 4, 5, 8, seed=13)
+    e, g = grad_of(lambda x: ot_energy(x, memory, points, masses, 1e-4, 5), x0)
+    assert torch.isfinite(e).all() and torch.isfinite(g).all()
+
+
+def test_memory_is_frozen():
+    x0, memory, points, masses = problem(2, 3, 4, 8, seed=14)
+    mem = memory.clone().requires_grad_(True)
+    e = ot_energy(x0, mem, points, masses, 0.1, 5)
+    e.sum().backward()
+    assert mem.grad is None and x0.grad is not None
