@@ -110,6 +110,16 @@ def test_tabs_and_control_characters_keep_carets_aligned():
     assert rows[1].index("@") == rows[2].index("^")
 
 
+def test_crlf_line_endings_are_not_shown():
+    source = "steps = 50\r\nt>=45: softlable\r\n"
+    d = Diagnostic("error", "unknown term `softlable`", Span(2, 8, 2, 17, 19, 28), "unknown-term")
+    assert render_text([d], source, "r") == """\
+r:2:8: error: unknown term `softlable`
+  2 | t>=45: softlable
+    |        ^^^^^^^^^
+"""
+
+
 def test_long_lines_are_excerpted_around_the_caret():
     source = "a = " + "x" * 5000 + " @ " + "y" * 5000
     at = source.index("@")

@@ -93,9 +93,15 @@ def _display(ch: str) -> str:
     return ch
 
 
+def _shown(text: str) -> str:
+    return text if text.isprintable() else "".join(_display(c) for c in text)
+
+
 def _snippet(lines: list[str], span: Span, color: str | None, width: int) -> list[str]:
     """The source line of `span` and a row of carets under it (gutter included)."""
     line = _source_line(lines, span.line)
+    if line.endswith("\r"):  # CRLF line endings
+        line = line[:-1]
     col0 = max(span.column - 1, 0)  # 0-based character index of the first caret
     if span.end_line == span.line:
         end0 = max(span.end_column - 1, col0 + 1)
@@ -107,15 +113,15 @@ def _snippet(lines: list[str], span: Span, color: str | None, width: int) -> lis
     if len(line) > EXCERPT_WIDTH:
         first = max(0, min(col0 - EXCERPT_WIDTH // 3, len(line) - EXCERPT_WIDTH))
         last = min(len(line), first + EXCERPT_WIDTH)
-    shown = "".join(_display(c) for c in line[first:last])
+    shown = _shown(line[first:last])
     lead = "..." if first > 0 else ""
     tail = "..." if last < len(line) else ""
     # Caret columns, in displayed characters.
-    pad = len(lead) + sum(len(_display(c)) for c in line[first:max(first, min(col0, last))])
+    pad = len(lead) + len(_shown(line[first:max(first, min(col0, last))]))
     if col0 > last:
         pad += col0 - last  # a position past the end of the line (e.g. end of file)
     covered = line[max(col0, first):min(end0, last)]
-    count = max(1, sum(len(_display(c)) for c in covered))
+    count = max(1, len(_shown(covered)))
     number = str(span.line).rjust(width)
     gutter = " " * width
     bar = f"{_BLUE}|{_RESET}" if color else "|"
