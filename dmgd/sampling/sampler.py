@@ -142,8 +142,9 @@ class GuidedSampler:
 
     # -- internals ------------------------------------------------------------------
     def _fresh(self):
+        # timesteps stay on the CPU, as in diffusers' pipelines (schedulers index CPU tables with them)
         scheduler = make_scheduler(self.settings.sampler, self.schedule.num_steps, self.backbone.scheduler_config,
-                                   learned_sigma=bool(self.backbone.learned_sigma), device=self.device)
+                                   learned_sigma=bool(self.backbone.learned_sigma))
         return scheduler, clock_for(scheduler, self.settings.sampler)
 
     def _flat_memory(self, memory: torch.Tensor | None, B: int) -> torch.Tensor:
