@@ -436,16 +436,21 @@ def test_grammar_location_in_checkout():
 
 def test_parser_cache_round_trip(tmp_path):
     env = {**os.environ, "DMGD_CACHE_DIR": str(tmp_path / "cache")}
-    code = ("from dmgd.language import parse_recipe; "
-            "print(len(parse_recipe('t>=45: explore; *: ot(K=1)').statements))")
+    code = ("from dmgd.language import parse_recipe; from dmgd.language.parser import _fast_parser; "
+            "print(len(parse_recipe('t>=45: explore; *: ot(K=1)').statements), _fast_parser() is not None)")
     for _ in range(2):  # the first run writes the cache, the second loads it
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        assert out.stdout.strip() == "2"
-    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".lark-cache"]
-    # a corrupt cache is rebuilt, not an error
-    next((tmp_path / "cache").iterdir()).write_bytes(b"garbage")
+        assert out.stdout.strip() == "2 True"  # the fast loop works on a loaded parser too
+    (cached,) = (tmp_path / "cache").iterdir()
+    assert cached.suffix == ".lark-cache"
+    written = cached.stat().st_mtime_ns
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "2"
+    assert cached.stat().st_mtime_ns == written  # loaded, not rebuilt
+    # a corrupt cache is rebuilt, not an error
+    cached.write_bytes(b"garbage")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "2 True"
+    assert cached.read_bytes() != b"garbage"
 
 
 @pytest.mark.slow

@@ -8,19 +8,16 @@ Where the grammar lies:
 Building an LALR parser means analysing the grammar (and, when the optional
 `interegular` package is installed, lark also checks the terminals for collisions):
 a few hundred milliseconds, too much for `dmgd check`'s start-up. So the analysed
-parser is cached with lark's own `save`/`load` in the user's cache directory
-(`$DMGD_CACHE_DIR`, else `$XDG_CACHE_HOME/dmgd`, else `~/.cache/dmgd`), under a name
-that hashes the grammar, the options and the lark and Python versions; it is written
-atomically and ignored (rebuilt) when it cannot be read. Within a process the parser is
-built at most once.
+parser is cached with lark's own `cache=` option in the user's cache directory
+(`$DMGD_CACHE_DIR`, else `$XDG_CACHE_HOME/dmgd`, else `~/.cache/dmgd`): lark stores a
+hash of the grammar and the options in the file and rebuilds it when it is stale or
+cannot be read. Within a process the parser is built (or loaded) at most once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -79,50 +76,27 @@ def cache_dir() -> Path:
 def _cache_file() -> Path:
     import lark
 
-    key = "\n".join(
-        [grammar_text(), repr(sorted(PARSER_OPTIONS.items())), lark.__version__, repr(sys.version_info[:2])]
-    )
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
-    return cache_dir() / f"grammar-{digest}.lark-cache"
+    # lark checks the grammar and the options itself (a stale file is rebuilt); the name
+    # only keeps different lark and Python versions apart.
+    return cache_dir() / f"grammar-lark{lark.__version__}-py{sys.version_info[0]}.{sys.version_info[1]}.lark-cache"
 
 
 def cached_lark(transformer: Any = None):
-    """The parser, loaded from the on-disk cache when possible, else built (and cached)."""
+    """The parser, loaded from the on-disk cache when it is there and current, else built
+    (and cached). lark's own `cache=` option does the work: it keys the file's content by
+    a hash of the grammar and the options, and rebuilds (and rewrites) the file when it
+    is stale, unreadable or corrupt; a cache that cannot be written is skipped."""
     from lark import Lark
 
-    path = None
-    try:
-        path = _cache_file()
-        with open(path, "rb") as f:
-            return Lark.load(f, transformer=transformer)
-    except Exception:  # missing, unreadable, stale or corrupt: build it anew
-        pass
-    parser = build_lark(transformer=transformer)
-    if path is not None:
-        _save_atomically(parser, path)
-    return parser
-
-
-# Options given again at load time, never pickled.
-_NOT_SAVED = ("transformer", "postlex", "lexer_callbacks", "tree_class", "_plugins")
-
-
-def _save_atomically(parser: Any, path: Path) -> None:
+    path = _cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".grammar-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                parser.save(f, exclude_options=_NOT_SAVED)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except Exception:  # a read-only home, a full disk: run without the cache
-        pass
+        writable = os.access(path.parent, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        return build_lark(transformer=transformer)
+    return Lark(grammar_text(), transformer=transformer, cache=str(path), **PARSER_OPTIONS)
 
 
 _PARSERS: dict[str, Any] = {}

@@ -319,7 +319,7 @@ class _FastParser:
         terminals = sorted(lark.terminals, key=lambda t: (-t.priority, -t.pattern.max_width,
                                                            -len(t.pattern.value), t.name))
         self.scanner = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals))
-        self.ignore = frozenset(lark.ignore_tokens)
+        self.ignore = frozenset(lark.lexer_conf.ignore)
 
     def parse(self, text: str) -> list[Any] | None:
         """What lark's parse would return, or None where lark would raise (or might)."""
