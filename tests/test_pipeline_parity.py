@@ -176,3 +176,53 @@ def test_parity_through_load_backbone(models, tmp_path):
     assert bb.null_class == 1000 and bb.learned_sigma
     lat, img, _ = _compare(bb, "ddim", cls=5)
     assert lat < 1e-4 and img < 1e-4
+
+
+def test_dits_own_sampler_learned_sigma_cfg3(models):
+    """DiT-XL/2's own sampling convention, written out from DiT's formulas: forward_with_cfg
+    guiding the first 3 of 4 latent channels (channel 3 and the learned variance from each
+    half, the conditional half kept), DDPM respaced with LEARNED_RANGE variance. The sampler
+    with cfg_channels = 3 on a learned-sigma model reproduces it (same per-sample draws:
+    initial noise and the `others` class, then per step u and, except at t = 0, the step
+    noise)."""
+    import numpy as np
+
+    bb = models[True]
+    schedule = dmgd.api.compile(RECIPES / "baseline.dmgd", steps=N, overrides={"cfg_channels": 3},
+                                noise=noise_levels("ddpm", N, bb.scheduler_config))
+    cls = 207
+    mine = GuidedSampler(bb, schedule).sample_batch([cls], 0, seed=SEED).double()
+
+    use = dit_respaced_timesteps(1000, N)
+    acp_full = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000, dtype=np.float64))
+    acp = acp_full[use]
+    acp_prev = np.append(1.0, acp[:-1])
+    betas = 1.0 - acp / acp_prev
+    post_var = betas * (1.0 - acp_prev) / (1.0 - acp)
+    post_logvar = np.log(np.append(post_var[1], post_var[1:]))
+    coef1 = betas * np.sqrt(acp_prev) / (1.0 - acp)
+    coef2 = (1.0 - acp_prev) * np.sqrt(1.0 - betas) / (1.0 - acp)
+
+    g = make_generator(SEED, cls, 0)
+    D = bb.transformer.transformer_blocks[0].norm1.emb.class_embedder.embedding_table.weight.shape[1]
+    x = torch.randn(1, 4, 8, 8, generator=g).double()
+    torch.randint(999, (1,), generator=g)  # the sample's `others` class (unused by refine)
+    for idx in reversed(range(N)):
+        torch.rand(D, generator=g)  # the step's u (unused by refine)
+        with torch.no_grad():
+            out = bb.transformer(torch.cat([x, x]).float(), timestep=torch.tensor([use[idx]] * 2),
+                                 class_labels=torch.tensor([cls, 1000])).sample.double()
+        eps3, rest = out[:, :3], out[:, 3:]
+        half = eps3[1:] + 4.0 * (eps3[:1] - eps3[1:])
+        model_out = torch.cat([half, rest[:1]], 1)  # the conditional half of forward_with_cfg
+        eps, v = model_out[:, :4], model_out[:, 4:]
+        x0 = np.sqrt(1 / acp[idx]) * x - np.sqrt(1 / acp[idx] - 1) * eps
+        mean = coef1[idx] * x0 + coef2[idx] * x
+        if idx > 0:
+            frac = (v + 1) / 2
+            logvar = frac * np.log(betas[idx]) + (1 - frac) * post_logvar[idx]
+            x = mean + torch.exp(0.5 * logvar) * torch.randn(1, 4, 8, 8, generator=g).double()
+        else:
+            x = mean
+    assert x.abs().max() > 1.0
+    assert (mine - x).abs().max() < 1e-4 * max(1.0, x.abs().max().item())
