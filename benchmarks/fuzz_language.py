@@ -5,8 +5,9 @@
 
 Inputs, each made from (seed, index) alone, so a run is reproducible and any input can
 be made again with `--only INDEX`:
-- 40% generated recipes (real term, parameter and setting names, every window form,
-  values of every type, ramps, comments, `;` and newlines), mostly valid;
+- 40% generated recipes: half of them sane (disjoint conditioning windows, values in
+  range: they check clean and compile), half wild (real term, parameter and setting
+  names, every window form, values of every type, ramps, comments, `;`, newlines);
 - 40% those recipes mutated (characters inserted, deleted, replaced, slices repeated);
 - 20% random bytes decoded as UTF-8 with errors="replace", and now and then a huge line
   (1 MB), 10,000 nested parentheses or NULs.
@@ -122,7 +123,39 @@ def _term(rng: random.Random) -> str:
     return f"{name}(" + ", ".join(f"{p}={_value(rng)}" for p in chosen) + ")"
 
 
+def _positive(rng: random.Random, hi: float) -> str:
+    return repr(round(rng.uniform(0.001, hi), rng.randint(1, 4)) or 0.001)
+
+
+def generate_sane(rng: random.Random) -> str:
+    """A recipe that mostly checks clean: disjoint conditioning windows, values in range."""
+    clock = rng.choice([50, 50, 20, 100, 7])
+    a, b = sorted(rng.sample(range(1, clock), 2)) if clock > 2 else (1, 1)
+    lines = [f"steps = {clock}", f"cfg = {_positive(rng, 10)}"]
+    if rng.random() < 0.5:
+        lines.append(f"sampler = {rng.choice(['ddpm', 'ddim', 'dpm', 'euler'])}")
+    lines.append(f"t>={b}: explore(bn={_positive(rng, 0.2)})")
+    lam = rng.choice(["", ", lam=cos(0..1)", ", lam=0.5", ", lam=exp(0.1..1)"])
+    lines.append(f"{a}..{b}: softlabel(bs={_positive(rng, 0.1)}, bn={_positive(rng, 0.2)}{lam})")
+    if rng.random() < 0.5:
+        lines.append(f"t<{a}: refine(cfg={_positive(rng, 8)})")
+    for _ in range(rng.randint(0, 3)):
+        lo, hi = sorted(rng.sample(range(0, clock + 1), 2)) if clock > 1 else (0, 1)
+        energy = rng.choice([
+            f"ot(K={rng.randint(1, 20)}, rho={_positive(rng, 0.1)}..{_positive(rng, 1)}, eps={_positive(rng, 1)}, "
+            f"iters={rng.randint(1, 10)}, grad={rng.choice(['tweedie', 'full'])})",
+            f"mean(rho={rng.choice(['cos', 'exp'])}({_positive(rng, 0.1)}..{_positive(rng, 1)}))",
+            f"mode(rho={_positive(rng, 0.5)})",
+        ])
+        window = rng.choice([f"{lo}..{hi}", f"{lo}..={min(hi, clock - 1)}", f"{lo * 100 // clock}%..{hi * 100 // clock}%",
+                             f"sigma {rng.uniform(0.01, 1):.3g}..{rng.uniform(1, 100):.3g}"])
+        lines.append(f"{window}: {energy}")
+    return "\n".join(lines) + "\n"
+
+
 def generate(rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return generate_sane(rng)
     clock = rng.choice([50, 50, 10, 25, 100, 1])
     lines: list[str] = []
     if rng.random() < 0.5:
