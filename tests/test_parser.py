@@ -144,6 +144,14 @@ def test_spec_one_line_form():
         "25..45: softlabel(bs=0.01,bn=0.06)"
 
 
+def test_spec_one_line_form_compiles_to_the_same_schedule():
+    compiler = pytest.importorskip("dmgd.language.compiler")
+    multi = compiler.compile_schedule(parse_recipe(REFERENCE))
+    one = compiler.compile_schedule(parse_recipe(SPEC_ONE_LINE))
+    assert len(one.steps) == 50
+    assert one.steps == multi.steps
+
+
 def test_reference_recipes_of_the_repo_parse():
     found = sorted((REPO / "recipes").glob("*.dmgd"))
     if not found:
