@@ -514,6 +514,40 @@ class _RichReporter:
         self.progress.stop()
 
 
+class _LineReporter:
+    """Progress under torchrun: plain lines prefixed with the rank (live bars of several
+    processes would overwrite each other in one terminal)."""
+
+    def __init__(self, console, rank: int, world: int) -> None:
+        from rich.markup import escape
+
+        self.console, self.prefix = console, escape(f"[rank {rank}/{world}]")
+        self.total = self.done = 0
+        self.started = None
+
+    def stage(self, text: str) -> None:
+        self.console.print(f"[dim]{self.prefix} {text}...[/dim]")
+
+    def sampling_started(self, total_images: int, done: int, steps_per_batch: int) -> None:
+        import time
+
+        self.total, self.done, self.started = total_images, done, time.perf_counter()
+        self.console.print(f"{self.prefix} {total_images} images to sample here, {done} already finished")
+
+    def batch_started(self, classes, index: int) -> None: ...
+
+    def step_done(self) -> None: ...
+
+    def images_done(self, count: int) -> None:
+        import time
+
+        self.done += count
+        elapsed = time.perf_counter() - (self.started or time.perf_counter())
+        self.console.print(f"{self.prefix} {self.done}/{self.total} images ({elapsed:.1f} s)")
+
+    def close(self) -> None: ...
+
+
 def _summary_table(result) -> _Any:
     from rich.table import Table
 
@@ -539,36 +573,80 @@ def run_command(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
     resume: bool = typer.Option(False, "--resume", help="finish the run already in --out"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the run already in --out"),
-    batch: _Optional[int] = typer.Option(None, "--batch", min=1, help="classes sampled together (default: up to 64)"),
+    batch: _Optional[int] = typer.Option(None, "--batch", min=1,
+                                         help="classes in a block: sampled together, the unit split across "
+                                              "torchrun's ranks, part of the run's identity (default: the "
+                                              "classes in max(2, C/64) equal blocks)"),
 ) -> None:
-    """Distil an image set: sample the frozen DiT under the recipe's guidance schedule."""
-    from rich.console import Console
+    """Distil an image set: sample the frozen DiT under the recipe's guidance schedule.
 
+    Under torchrun (`torchrun --nproc_per_node=N -m dmgd run ...`) the classes are split
+    across the ranks; see docs/running.md."""
+    import signal
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from dmgd.distributed import env_world
     from dmgd.language.diagnostics import RecipeError
     from dmgd.runner import run
 
-    overrides = _overrides_or_exit(sets)
-    _, path, recipe = _load_or_exit(file)
     console = Console(stderr=True, highlight=False)
-    reporter = _RichReporter(console)
+    try:
+        rank, world, _ = env_world()
+    except _user_errors() as err:
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
+        raise typer.Exit(1) from None
+    where = escape(f"[rank {rank}/{world}] ") if world > 1 else ""
+    if rank == 0:
+        overrides = _overrides_or_exit(sets)
+        _, path, recipe = _load_or_exit(file)
+    else:  # every rank exits the same way; rank 0 alone prints the diagnostics
+        from dmgd.language.overrides import parse_overrides
+
+        try:
+            overrides = parse_overrides(sets)
+        except RecipeError:
+            raise typer.Exit(2) from None
+        recipe = _load(file)[2]
+        if recipe is None:
+            raise typer.Exit(1)
+
+    def _terminate(signum, frame):  # torchrun stops the other ranks with SIGTERM when one fails
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    reporter = _LineReporter(console, rank, world) if world > 1 else _RichReporter(console)
     try:
         result = run(recipe, out, steps=steps, sampler=sampler, device=device, resume=resume,
                      overwrite=overwrite, batch_size=batch, reporter=reporter, overrides=overrides)
     except RecipeError as err:
         reporter.close()
-        _print_diagnostics(err.diagnostics, err.source, err.path)
+        if rank == 0:
+            _print_diagnostics(err.diagnostics, err.source, err.path)
         raise typer.Exit(2 if err.path == "<command line>" else 1) from None
     except _user_errors() as err:
         reporter.close()
-        console.print(f"[bold red]error:[/bold red] {err}")
+        if not getattr(err, "echo", False):  # a PeerError repeats rank 0's error: printed there
+            console.print(f"{where}[bold red]error:[/bold red] {escape(str(err))}")
+            console.print(f"[dim]images finished so far are kept in {out}; fix the cause and rerun with "
+                          "--resume[/dim]")
+        raise typer.Exit(1) from None
+    except OSError as err:
+        reporter.close()
+        target = f" {err.filename}" if getattr(err, "filename", None) else ""
+        console.print(f"{where}[bold red]error:[/bold red] cannot read or write{escape(target)}: "
+                      f"{escape(err.strerror or str(err))}")
         console.print(f"[dim]images finished so far are kept in {out}; fix the cause and rerun with --resume[/dim]")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         reporter.close()
-        console.print(f"interrupted; finished images are kept: `dmgd run {file} --out {out} --resume` goes on")
+        console.print(f"{where}interrupted; finished images are kept: "
+                      f"`dmgd run {file} --out {out} --resume` goes on")
         raise typer.Exit(130) from None
     reporter.close()
-    Console(highlight=False).print(_summary_table(result))
+    if rank == 0:
+        Console(highlight=False).print(_summary_table(result))
 
 
 @app.command("grid")

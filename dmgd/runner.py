@@ -5,12 +5,28 @@
     as it finishes -> manifest
 
 The CLI calls `run` below; so can any script. Each finished image is on disk (PNG and
-latent, atomically) before the next batch starts, so a failed or interrupted run loses
-nothing and `resume=True` finishes it with the images an uninterrupted run would give.
+latent, atomically) before the next batch starts, so a failed, interrupted or killed run
+loses nothing and `resume=True` finishes it with the images an uninterrupted run would give.
+
+Under torchrun (`dmgd.distributed`) every rank runs this same function: it compiles the
+same schedule, loads the model and the data, builds the k-means targets of its own classes
+(exchanged, so every rank has them all), samples its own blocks of classes, and rank 0
+writes the manifest. Bytes written do not depend on the number of ranks:
+
+- a sample's random draws come from its own generator, seeded by (seed, class, index);
+- classes are cut into fixed blocks of `batch_size` classes (default
+  `dmgd.distributed.default_block_size(C)`), and a block is always sampled (and decoded) as
+  one batch, even when some of its samples are already finished (those are not written
+  again): a row's last bits depend on its batch's size, so the batch must not vary with
+  the world size or the progress of a crashed run;
+- greedy memory is read back from the float32 latents on disk, never from PNGs.
 """
 
 from __future__ import annotations
 
+import datetime
+import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -20,6 +36,9 @@ from attrs import field, frozen
 from dmgd.errors import DmgdError
 from dmgd.language.schedule import Schedule
 from dmgd.language.settings import Settings
+
+
+log = logging.getLogger("dmgd.run")
 
 
 class RunError(DmgdError):
@@ -150,29 +169,79 @@ def run(
     sampling steps (default: the recipe's clock). settings: any recipe setting
     (`ipc=50, seed=1, model="DiT-XL-2-256", data="woof/train"`); overrides: the same as
     `--set` strings. resume: finish the run already in `out`; overwrite: replace it.
-    batch_size: classes sampled together (default: all of them, at most 64).
+    batch_size: classes in a block, the batch sampled together and the unit split across
+    ranks (default `dmgd.distributed.default_block_size`); it is part of the run's identity.
+    Under torchrun (RANK, WORLD_SIZE in the environment) every rank calls this and each
+    returns the whole run's result.
     """
-    import torch
-
+    from dmgd import distributed
     from dmgd.api import parse
-    from dmgd.data.store import RunStore
-    from dmgd.data.targets import build_targets, real_data_for_backbone
     from dmgd.language.overrides import parse_overrides
-    from dmgd.sampling.backbones import load_backbone
-    from dmgd.sampling.sampler import GuidedSampler
 
     if resume and overwrite:
         raise RunError("choose one of --resume and --overwrite")
-    reporter = reporter or Reporter()
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
+    if batch_size is not None and int(batch_size) < 1:
+        raise RunError(f"--batch must be at least 1, not {batch_size}")
     parsed = parse(recipe)
     given = dict(parse_overrides([overrides] if isinstance(overrides, str) else overrides)
                  if overrides is not None and not isinstance(overrides, Mapping) else (overrides or {}))
     given.update(settings)
     draft = _compile(parsed, steps, sampler, given, None)
-    device = pick_device(device)
+    threads = cpu_threads()
+    ctx, device = distributed.setup(device)
+    import torch
+
+    before = torch.get_num_threads()
+    if not str(device).startswith("cuda"):
+        torch.set_num_threads(threads)
+    try:
+        return _run(ctx, parsed, draft, given, out, steps=steps, sampler=sampler, device=device, resume=resume,
+                    overwrite=overwrite, batch_size=batch_size, cache_dir=cache_dir,
+                    reporter=reporter or Reporter())
+    finally:
+        torch.set_num_threads(before)
+        ctx.close()
+
+
+def cpu_threads() -> int:
+    """Intra-op threads a CPU run samples with: 1, or $DMGD_THREADS.
+
+    One thread a process, because the last bits of a small matrix product depend on how
+    many threads share it, and bytes written must not depend on the machine's core count
+    or on the number of ranks; batched small models gain little from threads anyway, and
+    lose much on a busy machine. Use more cores with more ranks (torchrun). A run with
+    DMGD_THREADS > 1 is recorded as such in its manifest; its images equal a 1-thread run's
+    up to floating-point rounding, not byte for byte."""
+    raw = os.environ.get("DMGD_THREADS", "").strip()
+    if not raw:
+        return 1
+    try:
+        threads = int(raw)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise RunError(f"DMGD_THREADS={raw!r} is not a positive whole number of threads")
+    return threads
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str | Path, *, steps: int | None,
+         sampler: str | None, device: str, resume: bool, overwrite: bool, batch_size: int | None,
+         cache_dir: str | Path | None, reporter: Reporter) -> RunResult:
+    import torch
+
+    from dmgd.data.manifest import build_manifest
+    from dmgd.data.store import RunStore, check_class_names
+    from dmgd.data.targets import build_targets, real_data_for_backbone
+    from dmgd.distributed import blocks_of_rank, class_blocks, default_block_size
+    from dmgd.sampling.backbones import load_backbone
+    from dmgd.sampling.sampler import GuidedSampler
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
 
     reporter.stage("loading the model")
     tic = time.perf_counter()
@@ -183,13 +252,25 @@ def run(
 
     reporter.stage("reading the real data")
     real = real_data_for_backbone(s.data, backbone)
+    check_class_names(real.class_names)
     class_ids = map_classes(real.class_names, backbone)
+    C, ipc = len(class_ids), s.ipc
+    block_size = int(batch_size) if batch_size else default_block_size(C)
+    blocks = class_blocks(C, block_size)
+    my_blocks = blocks_of_rank(blocks, ctx.rank, ctx.world_size)
+    mine = sorted(c for block in my_blocks for c in block)
+    if ctx.distributed and len(blocks) < ctx.world_size and ctx.is_main:
+        log.warning("%d ranks but only %d block(s) of classes: ranks %d.. have nothing to sample; pass "
+                    "--batch %d or less to use them all", ctx.world_size, len(blocks), len(blocks),
+                    max(1, C // ctx.world_size))
 
     reporter.stage("building the k-means targets")
     tic = time.perf_counter()
     ks = _target_ks(schedule)
     report_k = _report_k(schedule, min(real.class_counts()))
-    targets = build_targets(backbone, real, ks | {report_k}, seed=s.seed, cache_dir=cache_dir)
+    targets = build_targets(backbone, real, ks | {report_k}, seed=s.seed, cache_dir=cache_dir,
+                            classes=mine if ctx.distributed else None,
+                            gather=ctx.all_gather if ctx.distributed else None, write_cache=ctx.is_main)
     timings["targets_seconds"] = time.perf_counter() - tic
     model_targets = {k: _ModelTargets(k, t.points, t.masses, class_ids) for k, t in targets.items()}
 
@@ -199,60 +280,92 @@ def run(
         "num_steps": schedule.num_steps,
         "model_weights_sha256": backbone.weights_sha256,
         "data_fingerprint": real.fingerprint,
+        "block_size": block_size,
     }
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    store = RunStore.open(out, real.class_names, mode, identity)
+    sharding = {
+        "block_size": block_size,
+        "blocks": len(blocks),
+        "rule": "classes in consecutive blocks of block_size; block b is sampled by rank b mod world_size, "
+                "always as one batch",
+        "world_size": ctx.world_size,
+        "backend": ctx.backend,
+    }
+    manifest: dict[str, Any] = {}
 
-    from dmgd.data.manifest import build_manifest
+    def open_store() -> tuple[str, int]:
+        store = RunStore.open(out, real.class_names, mode, identity)
+        previous = store.previous or {}
+        done = store.count_finished(range(C), ipc)
+        sessions = [x for x in previous.get("sessions", []) if isinstance(x, dict)] if mode == "resume" else []
+        session = {"started": _now(), "mode": mode, "world_size": ctx.world_size, "backend": ctx.backend,
+                   "device": device, "cpu_threads": None if str(device).startswith("cuda") else torch.get_num_threads(),
+                   "finished_at_start": done, "id": f"{time.time_ns():x}-{os.getpid()}"}
+        manifest.update(build_manifest(parsed, schedule, backbone, real, class_ids, identity, targets, device,
+                                       sharding=sharding, sessions=[*sessions, session],
+                                       created=previous.get("created") if mode == "resume" else None))
+        manifest["progress"] = {"finished": done, "total": C * ipc}
+        store.write_manifest(manifest)
+        return session["id"], done
 
-    manifest = build_manifest(parsed, schedule, backbone, real, class_ids, identity, targets, device)
-    store.write_manifest(manifest)
+    session_id, done_at_start = ctx.on_main(open_store)
+    store = RunStore.attach(out, real.class_names)
 
     sampler_ = GuidedSampler(backbone, schedule, model_targets, device, class_pool=class_ids,
                              on_step=lambda _: reporter.step_done())
-    C, ipc = len(class_ids), s.ipc
-    chunk = batch_size or min(C, 64)
-    done = sum(store.is_finished(c, i) for c in range(C) for i in range(ipc))
-    reporter.sampling_started(C * ipc, done, schedule.num_steps)
+    mine_done = store.count_finished(mine, ipc)
+    reporter.sampling_started(len(mine) * ipc, mine_done, schedule.num_steps)
     tic = time.perf_counter()
     latents: dict[tuple[int, int], Any] = {}
+    written = 0
 
     def memory_of(c: int, index: int):
         for j in range(index):
             if (c, j) not in latents:
-                latents[(c, j)] = store.load_latent(c, j)
+                latents[(c, j)] = store.load_latent(c, j, backbone.latent_shape)
         return torch.stack([latents[(c, j)] for j in range(index)]) if index else None
 
-    def write(batch_classes: Sequence[int], indices: Sequence[int], z0: Any) -> None:
-        for (c, i), image, latent in zip(zip(batch_classes, indices), _to_uint8(sampler_.decode(z0)), z0):
-            store.write_sample(c, i, image, latent)
-            latents[(c, i)] = latent.detach().cpu()
-        reporter.images_done(len(batch_classes))
-        manifest["progress"] = {"finished": sum(store.is_finished(c, i) for c in range(C) for i in range(ipc)),
-                                "total": C * ipc}
-        store.write_manifest(manifest)
+    def write(batch: Sequence[tuple[int, int]], todo: set[tuple[int, int]], z0: Any) -> None:
+        nonlocal written
+        images = _to_uint8(sampler_.decode(z0))  # the whole batch, always: the same numbers
+        for (c, i), image, latent in zip(batch, images, z0):
+            latent = latent.detach().to("cpu", torch.float32)
+            if (c, i) in todo:
+                store.write_sample(c, i, image, latent)
+                written += 1
+            latents[(c, i)] = latent
+        reporter.images_done(len(todo))
+        store.write_progress(ctx.rank, {"session": session_id, "rank": ctx.rank, "world_size": ctx.world_size,
+                                        "written": written, "updated": _now()})
+        if ctx.is_main:
+            finished = done_at_start + sum(int(r.get("written", 0)) for r in store.read_progress(session_id))
+            manifest["progress"] = {"finished": min(finished, C * ipc), "total": C * ipc}
+            store.write_manifest(manifest)
 
     try:
         if s.matching == "greedy":
             for index in range(ipc):
-                pending = [c for c in range(C) if not store.is_finished(c, index)]
-                for start in range(0, len(pending), chunk):
-                    part = pending[start:start + chunk]
-                    reporter.batch_started([real.class_names[c] for c in part], index)
-                    memory = torch.stack([memory_of(c, index) for c in part]) if index else None
-                    z0 = sampler_.sample_batch([class_ids[c] for c in part], index, memory, seed=s.seed)
-                    write(part, [index] * len(part), z0)
+                for block in my_blocks:
+                    todo = {(c, index) for c in block if not store.is_finished(c, index)}
+                    if not todo:
+                        continue
+                    reporter.batch_started([real.class_names[c] for c in block], index)
+                    memory = torch.stack([memory_of(c, index) for c in block]) if index else None
+                    z0 = sampler_.sample_batch([class_ids[c] for c in block], index, memory, seed=s.seed)
+                    write([(c, index) for c in block], todo, z0)
         else:
-            for c in range(C):
-                if all(store.is_finished(c, i) for i in range(ipc)):
+            for c in mine:
+                todo = {(c, i) for i in range(ipc) if not store.is_finished(c, i)}
+                if not todo:
                     continue
                 reporter.batch_started([real.class_names[c]], 0)
                 z0 = sampler_.sample_joint(class_ids[c], range(ipc), seed=s.seed)
-                write([c] * ipc, list(range(ipc)), z0)
+                write([(c, i) for i in range(ipc)], todo, z0)
     except BaseException as error:
-        manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        manifest["error"] = str(error) or type(error).__name__
-        store.write_manifest(manifest)
+        if ctx.is_main and manifest:
+            manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            manifest["error"] = str(error) or type(error).__name__
+            store.write_manifest(manifest)
         raise
     timings["sampling_seconds"] = time.perf_counter() - tic
 
@@ -260,14 +373,32 @@ def run(
 
     report = targets[report_k]
     distances = {}
-    for c, name in enumerate(real.class_names):
+    for c in mine:
         synthetic = memory_of(c, ipc).reshape(ipc, -1)
-        distances[name] = ot_distance(synthetic, report.points[c], report.masses[c])
+        distances[real.class_names[c]] = ot_distance(synthetic, report.points[c], report.masses[c])
+    parts = ctx.all_gather({"rank": ctx.rank, "distances": distances, "written": written,
+                            "sampling_seconds": round(timings["sampling_seconds"], 4),
+                            "classes": [real.class_names[c] for c in mine]})
+    for part in parts:
+        distances.update(part["distances"])
+    distances = {name: distances[name] for name in real.class_names}
+    written_total = sum(part["written"] for part in parts)
     timings["total_seconds"] = time.perf_counter() - started
-    manifest.update(status="complete", ot_distance={"k": report_k, "per_class": distances},
-                    timings={k: round(v, 4) for k, v in timings.items()})
-    manifest["timings"]["seconds_per_image"] = round(timings["sampling_seconds"] / max(1, C * ipc - done), 5)
-    store.write_manifest(manifest)
+    if ctx.is_main:
+        manifest.update(status="complete", ot_distance={"k": report_k, "per_class": distances},
+                        timings={k: round(v, 4) for k, v in timings.items()})
+        manifest.pop("error", None)
+        manifest["timings"]["seconds_per_image"] = round(timings["sampling_seconds"] / max(1, written_total), 5)
+        manifest["progress"] = {"finished": C * ipc, "total": C * ipc}
+        manifest["sessions"][-1].update(finished=_now(), written=written_total,
+                                        ranks=[{k: part[k] for k in ("rank", "written", "sampling_seconds")}
+                                               for part in parts])
+        store.write_manifest(manifest)
+        for path in store.root.glob(".progress-rank-*.json"):
+            path.unlink(missing_ok=True)
+    ctx.barrier()
+    if not manifest:
+        manifest = store.read_manifest() or {}
 
     images = {name: tuple(store.png_path(c, i) for i in range(ipc)) for c, name in enumerate(real.class_names)}
     return RunResult(out=Path(out), manifest_path=store.manifest_path, class_names=real.class_names,

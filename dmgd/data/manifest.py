@@ -40,14 +40,22 @@ def _data_record(real: Any) -> dict[str, Any]:
 
 
 def build_manifest(recipe: Any, schedule: Any, backbone: Any, real: Any, class_ids: Sequence[int],
-                   identity: Mapping[str, Any], targets: Mapping[int, Any], device: str) -> dict[str, Any]:
+                   identity: Mapping[str, Any], targets: Mapping[int, Any], device: str,
+                   *, sharding: Mapping[str, Any] | None = None,
+                   sessions: Sequence[Mapping[str, Any]] = (), created: str | None = None) -> dict[str, Any]:
+    """The manifest of a run as it starts (status "running").
+
+    sharding: how the classes are cut into blocks and given to ranks (`dmgd.runner`);
+    sessions: one record per start of the run (the first, then every --resume), the
+    current one last; created: when the run was first started (kept across resumes)."""
     from dmgd.sampling.sampler import sample_seed  # noqa: F401  (documents the derivation below)
 
     s = schedule.settings
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return {
         "format": "dmgd-run-v1",
         "status": "running",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": created or now,
         "command": sys.argv,
         "identity": dict(identity),
         "recipe": {"path": recipe.path, "text": recipe.source, "hash": schedule.recipe_hash},
@@ -68,6 +76,8 @@ def build_manifest(recipe: Any, schedule: Any, backbone: Any, real: Any, class_i
         "layout": {
             "images": f"<class name>/<index as {image_name(0)}>.png",
             "latents": f"latents/<class name>/<index as {image_name(0)}>.safetensors",
+            "progress": ".progress-rank-<rank>.json (the current session's, one a rank)",
+            "temporary": ".<file name>.tmp-<pid> beside the file, renamed over it when whole",
         },
         "seeds": {
             "seed": s.seed,
@@ -76,6 +86,8 @@ def build_manifest(recipe: Any, schedule: Any, backbone: Any, real: Any, class_i
         },
         "targets": {str(k): t.to_manifest() for k, t in sorted(targets.items())},
         "device": device,
+        "sharding": dict(sharding or {}),
+        "sessions": [dict(x) for x in sessions],
         "versions": package_versions(),
         "progress": {"finished": 0, "total": len(class_ids) * s.ipc},
     }

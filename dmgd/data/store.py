@@ -2,45 +2,61 @@
 
     OUT/<class name>/<index>.png           the distilled images (index zero-padded, so the
                                            sorted order is the sampling order)
-    OUT/latents/<class name>/<index>.safetensors   each image's clean latent
+    OUT/latents/<class name>/<index>.safetensors   each image's clean latent (float32, exact)
     OUT/manifest.json                      what was run, with what, and how far it got
+    OUT/.progress-rank-<r>.json            rank r's progress in the current session
 
-Every file is written atomically, and a sample counts as finished only once both its
-PNG and its latent exist, so a run killed at any moment can be resumed.
+Every file is written atomically: to a hidden temporary name beside it
+(`.<name>.tmp-<pid>`, which no image loader reads: it is hidden and its extension is not an
+image's), then renamed over the final name; a visible file is always whole. A sample counts
+as finished only once both its PNG and its latent exist (the latent is written last), so a
+run killed at any moment (even `kill -9`) can be resumed; `--resume` removes the temporary
+files a killed run left behind.
+
+Under torchrun each rank writes only its own classes' files and its own progress file;
+only rank 0 opens the store for writing (the checks, `--overwrite`'s removal, the clean-up)
+and writes the manifest; the other ranks `attach` once rank 0 is done.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
-from attrs import frozen
+from attrs import field, frozen
 
 from dmgd.data.atomic import atomic_write_bytes, atomic_write_json
 from dmgd.errors import DmgdError
 
+log = logging.getLogger("dmgd.store")
+
 MANIFEST = "manifest.json"
 LATENTS = "latents"
+PROGRESS_PREFIX = ".progress-rank-"
 Mode = Literal["new", "resume", "overwrite"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,127}$")
+_TEMPORARY = re.compile(r"^\..+\.tmp-\d+$")  # dmgd.data.atomic's temporary names
 
 
 class StoreError(DmgdError):
     pass
 
 
-def check_class_names(names: tuple[str, ...]) -> None:
-    """Class names become directory names: refuse anything that could leave OUT."""
+def check_class_names(names: Sequence[str]) -> None:
+    """Class names become directory names: refuse anything that could leave OUT (`..`,
+    `/`, absolute paths, hidden names) or collide with the run's own files."""
     for name in names:
-        if not _SAFE_NAME.match(name) or ".." in name:
+        if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name or name == LATENTS:
             raise StoreError(
                 f"class name {name!r} cannot be used as a directory name in the output; "
-                "rename that class's folder to letters, digits, '_', '-', '.' or spaces"
+                "rename that class's folder to letters, digits, '_', '-', '.' or spaces "
+                f"(not starting with '.' and not {LATENTS!r})"
             )
     if len(set(names)) != len(names):
         raise StoreError("two classes share one name; class names must be unique")
@@ -50,18 +66,41 @@ def image_name(index: int) -> str:
     return f"{index:04d}"
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of dmgd's temporary names (a write in progress or killed)."""
+    return bool(_TEMPORARY.match(name))
+
+
 @frozen
 class RunStore:
     root: Path
     class_names: tuple[str, ...]
+    previous: dict[str, Any] | None = field(default=None, eq=False, repr=False)  # the manifest found on open
 
     @classmethod
-    def open(cls, root: str | Path, class_names: tuple[str, ...], mode: Mode, identity: dict[str, Any]) -> RunStore:
-        """Open OUT for a run. `identity` is what must match for a resume (recipe hash, settings...)."""
-        check_class_names(class_names)
-        store = cls(Path(root), class_names)
+    def open(cls, root: str | Path, class_names: Sequence[str], mode: Mode, identity: dict[str, Any]) -> RunStore:
+        """Open OUT for a run (rank 0 only). `identity` is what must match for a resume
+        (recipe hash, settings...). Removes a killed run's temporary files."""
+        check_class_names(tuple(class_names))
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"--out {root} is a file, not a directory")
+        try:
+            previous = cls(root, tuple(class_names)).read_manifest()
+        except StoreError:
+            if mode != "overwrite":
+                raise
+            log.warning("%s is unreadable; --overwrite replaces it and this run's class folders", root / MANIFEST)
+            previous = {"class_names": list(class_names)}
+        store = cls(root, tuple(class_names), previous)
         store._prepare(mode, identity)
         return store
+
+    @classmethod
+    def attach(cls, root: str | Path, class_names: Sequence[str]) -> RunStore:
+        """The store rank 0 opened, for another rank: no checks, no clean-up."""
+        check_class_names(tuple(class_names))
+        return cls(Path(root), tuple(class_names))
 
     # --- paths ---------------------------------------------------------------
 
@@ -75,10 +114,13 @@ class RunStore:
     def latent_path(self, cls: int, index: int) -> Path:
         return self.root / LATENTS / self.class_names[cls] / f"{image_name(index)}.safetensors"
 
+    def progress_path(self, rank: int) -> Path:
+        return self.root / f"{PROGRESS_PREFIX}{int(rank)}.json"
+
     # --- opening ---------------------------------------------------------------
 
     def _prepare(self, mode: Mode, identity: dict[str, Any]) -> None:
-        previous = self.read_manifest()
+        previous = self.previous
         if previous is None:
             if self.root.exists() and any(self.root.iterdir()) and mode != "overwrite":
                 raise StoreError(
@@ -92,6 +134,8 @@ class RunStore:
             )
         elif mode == "resume":
             before = previous.get("identity", {})
+            if not isinstance(before, dict):
+                before = {}
             changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
             if changed:
                 raise StoreError(
@@ -100,41 +144,98 @@ class RunStore:
                 )
         elif mode == "overwrite":
             self._remove_previous(previous)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create --out {self.root}: {e.strerror or e}") from None
+        removed = self.remove_temporary()
+        if removed:
+            log.warning("removed %d temporary file(s) a killed run left in %s", removed, self.root)
+        for stale in self.root.glob(f"{PROGRESS_PREFIX}*.json"):
+            stale.unlink(missing_ok=True)
 
     def _remove_previous(self, previous: dict[str, Any]) -> None:
         """Remove only what an earlier run wrote, never other files the user keeps in OUT."""
-        for name in previous.get("class_names", []):
-            if _SAFE_NAME.match(name) and ".." not in name:
+        names = previous.get("class_names", [])
+        for name in names if isinstance(names, list) else []:
+            if isinstance(name, str) and _SAFE_NAME.match(name) and ".." not in name and name != LATENTS:
                 shutil.rmtree(self.root / name, ignore_errors=True)
         shutil.rmtree(self.root / LATENTS, ignore_errors=True)
         self.manifest_path.unlink(missing_ok=True)
 
+    def remove_temporary(self) -> int:
+        """Delete dmgd's temporary files in OUT, its class folders and latent folders (what
+        a killed run leaves); returns how many. Only rank 0, before the others attach."""
+        folders = [self.root, self.root / LATENTS]
+        for name in self.class_names:
+            folders += [self.root / name, self.root / LATENTS / name]
+        removed = 0
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                if is_temporary(entry.name) and entry.is_file():
+                    entry.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
     # --- samples ---------------------------------------------------------------
 
     def write_sample(self, cls: int, index: int, image: Any, latent: Any) -> None:
-        """image: uint8 array [H, W] or [H, W, 3]; latent: a torch tensor. PNG first, latent
-        last: the latent marks the sample finished."""
+        """image: uint8 array [H, W] or [H, W, 3]; latent: a float32 torch tensor (saved
+        exactly). PNG first, latent last: the latent marks the sample finished."""
+        import torch
         from PIL import Image
         from safetensors.torch import save
 
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")
         atomic_write_bytes(self.png_path(cls, index), buffer.getvalue())
-        atomic_write_bytes(self.latent_path(cls, index), save({"latent": latent.detach().cpu().contiguous()}))
+        latent = latent.detach().to("cpu", torch.float32).contiguous()
+        atomic_write_bytes(self.latent_path(cls, index), save({"latent": latent}))
 
     def is_finished(self, cls: int, index: int) -> bool:
         return self.latent_path(cls, index).is_file() and self.png_path(cls, index).is_file()
 
-    def load_latent(self, cls: int, index: int):
+    def count_finished(self, classes: Sequence[int], ipc: int) -> int:
+        return sum(self.is_finished(c, i) for c in classes for i in range(ipc))
+
+    def load_latent(self, cls: int, index: int, shape: Sequence[int] | None = None):
+        """The sample's latent, exactly as written (float32); StoreError when the file is
+        unreadable or not a latent of this run's shape."""
+        import torch
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = self.latent_path(cls, index)
+        hint = "delete it (and its PNG) and rerun with --resume to sample it again"
         try:
-            return load_file(path)["latent"]
-        except (SafetensorError, KeyError, OSError) as error:
-            raise StoreError(f"{path} is unreadable ({error}); delete it and rerun with --resume") from None
+            latent = load_file(path)["latent"]
+        except (SafetensorError, KeyError, OSError, ValueError) as error:
+            raise StoreError(f"{path} is unreadable ({error}); {hint}") from None
+        if latent.dtype != torch.float32 or (shape is not None and tuple(latent.shape) != tuple(shape)):
+            raise StoreError(f"{path} holds a {latent.dtype} latent of shape {tuple(latent.shape)}, not a "
+                             f"float32 {tuple(shape or ())}: it is not this run's; {hint}")
+        if not bool(torch.isfinite(latent).all()):
+            raise StoreError(f"{path} holds non-finite values; {hint}")
+        return latent
+
+    # --- progress ----------------------------------------------------------------
+
+    def write_progress(self, rank: int, record: dict[str, Any]) -> None:
+        atomic_write_json(self.progress_path(rank), record)
+
+    def read_progress(self, session: str) -> list[dict[str, Any]]:
+        """Every rank's progress record of this session (others, and unreadable ones, skipped)."""
+        records = []
+        for path in sorted(self.root.glob(f"{PROGRESS_PREFIX}*.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("session") == session:
+                records.append(record)
+        return records
 
     # --- manifest ----------------------------------------------------------------
 
@@ -143,7 +244,7 @@ class RunStore:
             text = self.manifest_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        except OSError as error:
+        except (OSError, UnicodeDecodeError) as error:
             raise StoreError(f"cannot read {self.manifest_path}: {error}") from None
         try:
             manifest = json.loads(text)

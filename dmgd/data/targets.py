@@ -16,6 +16,13 @@ checks it and the tensors' shapes, and a stale, foreign or corrupt file is logge
 rebuilt. Files are written atomically (temp file + rename). A latent model's encoded
 latents are cached too (keyed without K and seed). The cache directory is `cache_dir`, else
 `$DMGD_CACHE_DIR`, else `~/.cache/dmgd/targets`.
+
+Sharded builds (torchrun): `build_targets(..., classes=mine, gather=all_gather)` runs the
+k-means of this rank's classes only and exchanges the rows, so every rank ends with the
+targets a single process builds, bit for bit (a latent model encodes only the fixed batches
+of `batch_size` images that hold its classes, the same batches a full encode runs). Only
+complete targets are ever cached, under the same key as a single-process build, and only
+by the rank passing `write_cache=True`; a sharded encode is not cached.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 from attrs import field, frozen
@@ -284,10 +291,31 @@ def _valid_targets(t: dict[str, torch.Tensor], extra: dict[str, Any], c: int, k:
     return None
 
 
-def _latents(backbone: Any, real: RealImages, cache_dir: Path | None, batch_size: int) -> tuple[torch.Tensor, float]:
-    """Encoded latents [N, F] (cached for latent models) and the seconds spent encoding."""
+def _encode_rows(backbone: Any, real: RealImages, rows: np.ndarray, batch_size: int) -> torch.Tensor:
+    """Latents [N, F] of the images in `rows` (zeros elsewhere), encoded in exactly the
+    batches a full `encode` uses, so that they are bit-identical to it."""
     import torch
 
+    n, b = len(real), int(batch_size)
+    z = torch.zeros(n, int(np.prod(backbone.latent_shape)))
+    wanted = np.zeros(n, dtype=bool)
+    wanted[rows] = True
+    for start in range(0, n, b):
+        if wanted[start:start + b].any():
+            z[start:start + b] = encode(backbone, real.images[start:start + b], b)
+    return z
+
+
+def _latents(backbone: Any, real: RealImages, cache_dir: Path | None, batch_size: int,
+             rows: np.ndarray | None = None) -> tuple[torch.Tensor, float]:
+    """Encoded latents [N, F] (cached for latent models) and the seconds spent encoding.
+    rows: only these images are needed (a sharded build): encoded, not cached, unless the
+    cache has them all."""
+    import torch
+
+    if getattr(backbone, "vae", None) is not None and rows is not None and cache_dir is None:
+        t0 = time.perf_counter()
+        return _encode_rows(backbone, real, rows, batch_size), time.perf_counter() - t0
     if getattr(backbone, "vae", None) is None or cache_dir is None:
         t0 = time.perf_counter()
         z = encode(backbone, real.images, batch_size)
@@ -304,6 +332,8 @@ def _latents(backbone: Any, real: RealImages, cache_dir: Path | None, batch_size
         log.warning("latents cache %s has the wrong shape; rebuilding", path)
         STATS["rebuilt"] += 1
     t0 = time.perf_counter()
+    if rows is not None:
+        return _encode_rows(backbone, real, rows, batch_size), time.perf_counter() - t0
     z = encode(backbone, real.images, batch_size)
     seconds = time.perf_counter() - t0
     _save(path, {"latents": z}, key, {"encode_seconds": seconds})
@@ -323,12 +353,21 @@ def build_targets(
     batch_size: int = DEFAULT_BATCH_SIZE,
     n_init: int = DEFAULT_N_INIT,
     use_cache: bool = True,
+    classes: Iterable[int] | None = None,
+    gather: Callable[[Any], list[Any]] | None = None,
+    write_cache: bool = True,
 ) -> dict[int, ClassTargets]:
     """{K: ClassTargets} for every K in `ks`, for every class of `real` (row c = class c).
 
     Reads each K's targets from the cache when its key matches, else encodes the real
     images once and runs the per-class k-means, then writes the cache. Raises DataError
     when a class has fewer images than K.
+
+    Sharded (every rank calls it, collectively): `classes` are the classes this process
+    builds, `gather(obj)` returns every process's `obj` in rank order
+    (`dmgd.distributed.Context.all_gather`). The result is the full targets on every rank.
+    With `classes` and no `gather`, only those rows are filled (the others are zero) and
+    nothing is cached. `write_cache=False`: read the cache, never write it.
     """
     import torch
 
@@ -352,12 +391,18 @@ def build_targets(
     base = _base_key(backbone, real)
     feat = int(np.prod(backbone.latent_shape))
     C = real.num_classes
+    mine = list(range(C)) if classes is None else sorted({int(c) for c in classes})
+    if any(not 0 <= c < C for c in mine):
+        raise ValueError(f"classes must lie in 0..{C - 1}, not {mine}")
+    partial = len(mine) < C
+    labels = real.labels.numpy()
     out: dict[int, ClassTargets] = {}
     latents: torch.Tensor | None = None
     encode_seconds = 0.0
     for k in wanted:
         key = {**base, "kind": "targets", "k": k, "seed": int(seed), "n_init": int(n_init)}
         path = _key_path(cdir, "targets", key) if cdir is not None else None
+        cached: ClassTargets | None = None
         if path is not None:
             hit = _load(path, key)
             if hit is not None:
@@ -365,37 +410,52 @@ def build_targets(
                 why = _valid_targets(tensors, extra, C, k, feat)
                 if why is None:
                     STATS["hit"] += 1
-                    out[k] = ClassTargets(
+                    cached = ClassTargets(
                         k=k, points=tensors["points"], masses=tensors["masses"],
                         class_sizes=tuple(int(n) for n in extra["class_sizes"]),
                         kmeans_seconds=tuple(float(s) for s in extra["kmeans_seconds"]),
                         encode_seconds=0.0, from_cache=True, cache_path=str(path), key=key,
                     )
-                    continue
-                log.warning("targets cache %s holds %s; rebuilding", path, why)
-                STATS["rebuilt"] += 1
+                else:
+                    log.warning("targets cache %s holds %s; rebuilding", path, why)
+                    STATS["rebuilt"] += 1
+        # Sharded: the ranks agree on hit or miss (their caches may differ), so that all
+        # of them take part in the same exchanges.
+        if cached is not None and (gather is None or all(gather(True))):
+            out[k] = cached
+            continue
+        if cached is None and gather is not None:
+            gather(False)
         STATS["miss"] += 1
-        if latents is None:
-            latents, encode_seconds = _latents(backbone, real, cdir, batch_size)
-            this_encode = encode_seconds
+        rows: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+        this_encode = 0.0
+        if cached is not None:  # a rank with a hit serves its classes from it
+            for c in mine:
+                rows[c] = (cached.points[c].numpy(), cached.masses[c].numpy(), cached.kmeans_seconds[c])
         else:
-            this_encode = 0.0
-        z = latents.numpy()
-        labels = real.labels.numpy()
+            if latents is None:
+                need = np.flatnonzero(np.isin(labels, mine)) if partial else None
+                latents, encode_seconds = _latents(backbone, real, cdir, batch_size, need)
+                this_encode = encode_seconds
+            z = latents.numpy()
+            for c in mine:
+                rows[c] = kmeans_class(z[labels == c], k, class_seed(seed, c), n_init)
+        if gather is not None:
+            for part in gather(rows):
+                rows.update(part)
         points = np.zeros((C, k, feat), dtype=np.float32)
         masses = np.zeros((C, k), dtype=np.float32)
-        seconds = []
-        for c in range(C):
-            cen, m, s = kmeans_class(z[labels == c], k, class_seed(seed, c), n_init)
-            points[c], masses[c] = cen, m
-            seconds.append(s)
+        seconds = [0.0] * C
+        for c, (cen, m, s) in rows.items():
+            points[c], masses[c], seconds[c] = cen, m, float(s)
+        complete = len(rows) == C
         t = ClassTargets(
             k=k, points=torch.from_numpy(points), masses=torch.from_numpy(masses),
             class_sizes=tuple(int(n) for n in sizes), kmeans_seconds=tuple(seconds),
             encode_seconds=this_encode, from_cache=False,
-            cache_path=str(path) if path is not None else None, key=key,
+            cache_path=str(path) if path is not None and complete else None, key=key,
         )
-        if path is not None:
+        if path is not None and complete and write_cache:
             _save(path, {"points": t.points, "masses": t.masses}, key,
                   {"kmeans_seconds": list(seconds), "class_sizes": list(t.class_sizes),
                    "encode_seconds": this_encode})
