@@ -1,0 +1,1 @@
+"""Sampling: frozen class-conditional DiT backbones and the guided reverse process."""
