@@ -25,6 +25,8 @@ _LAZY = {
     "Schedule": "dmgd.language.schedule",
     "run": "dmgd.runner",
     "RunResult": "dmgd.runner",
+    "evaluate": "dmgd.evaluation.protocol",
+    "EvalConfig": "dmgd.evaluation.protocol",
 }
 
 __all__ = sorted(_LAZY)

@@ -670,3 +670,140 @@ def grid_command(
         typer.echo(f"error: cannot write {output}: {err.strerror or err}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"wrote {output}")
+
+
+# --- eval and sample-real: what a distilled set is worth ---------------------------------
+
+
+class _EvalProgress:
+    """Draws an evaluation's progress: one bar for the seeds, one for the current seed's epochs."""
+
+    def __init__(self, console) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[note]}"), console=console, transient=True)
+        self.seeds_task = self.epochs_task = None
+        self.epochs = 0
+
+    def started(self, seeds, epochs: int) -> None:
+        self.epochs = epochs
+        self.progress.start()
+        self.seeds_task = self.progress.add_task("seeds ", total=len(seeds), note="")
+        self.epochs_task = self.progress.add_task("epochs", total=epochs, note="")
+
+    def seed_started(self, seed: int) -> None:
+        self.progress.reset(self.epochs_task, total=self.epochs, description=f"epochs [dim]seed {seed}[/dim]",
+                            note="")
+
+    def epoch_done(self, seed: int, epoch: int, accuracy) -> None:
+        if accuracy is None:
+            self.progress.advance(self.epochs_task)
+        else:
+            self.progress.update(self.epochs_task, advance=1, note=f"test {accuracy:.1f}%")
+
+    def seed_done(self, result) -> None:
+        self.progress.advance(self.seeds_task)
+        self.progress.console.print(f"seed {result.seed}: last epoch {result.last:.2f}%, best {result.best:.2f}% "
+                                    f"(epoch {result.best_epoch}), {result.seconds:.1f} s")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+@app.command("eval")
+def eval_command(
+    out: _Path = typer.Argument(..., metavar="OUT", help="a `dmgd run` or `dmgd sample-real` output directory"),
+    real: _Optional[_Path] = typer.Option(None, "--real", help="the real held-out images (an ImageFolder of the "
+                                          "same classes); default: the embedded digits' test split"),
+    model: _Optional[str] = typer.Option(None, "--model", help="convnet | resnet10ap | resnet18 (default: the "
+                                         "preset's: resnet10ap for ImageNet-size images, convnet for digits)"),
+    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw (DMGD's harness) | sgd (Minimax's)"),
+    epochs: _Optional[int] = typer.Option(None, "--epochs", min=1, help="training epochs (default: by IPC, "
+                                          "the preset's rule)"),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="classifiers trained, seeds 0..N-1"),
+    lr: _Optional[float] = typer.Option(None, "--lr", help="learning rate (default: 1e-3 adamw, 0.01 sgd)"),
+    weight_decay: _Optional[float] = typer.Option(None, "--weight-decay", help="default: 0.01 adamw, 5e-4 sgd"),
+    momentum: float = typer.Option(0.9, "--momentum", help="SGD momentum"),
+    schedule: str = typer.Option("multistep", "--schedule", help="multistep (x0.2 at 2/3 and 5/6) | cosine"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    eval_every: _Optional[int] = typer.Option(None, "--eval-every", min=1, help="epochs between test "
+                                              "evaluations (default: epochs/100, digits epochs/20)"),
+    ipc: _Optional[int] = typer.Option(None, "--ipc", min=1, help="images per class used: the first N files "
+                                       "(default: the manifest's ipc, else the smallest class)"),
+    image_size: _Optional[int] = typer.Option(None, "--image-size", min=2, help="default: 224 for images of "
+                                              ">= 64 px, else their own size"),
+    preset: str = typer.Option("auto", "--preset", help="auto | imagenet | digits: the defaults used"),
+    crop: bool = typer.Option(True, "--crop/--no-crop", help="RandomResizedCrop, scale 0.5-1"),
+    flip: _Optional[bool] = typer.Option(None, "--flip/--no-flip", help="horizontal flip (default: on, off "
+                                         "for digits)", show_default=False),
+    jitter: float = typer.Option(0.4, "--jitter", min=0.0, help="colour jitter strength (0: off)"),
+    lighting: float = typer.Option(0.1, "--lighting", min=0.0, help="PCA lighting std, RGB only (0: off)"),
+    cutmix: bool = typer.Option(True, "--cutmix/--no-cutmix", help="CutMix, Beta(1, 1), hard labels mixed"),
+    cutmix_prob: _Optional[float] = typer.Option(None, "--cutmix-prob", min=0.0, max=1.0,
+                                                 help="CutMix probability per batch (default: 1, digits 0.5)"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
+    output: _Optional[_Path] = typer.Option(None, "--output", "-o", help="where to write the results "
+                                            "(default: OUT/eval.json)"),
+) -> None:
+    """Score a distilled set: classifiers trained on it, tested on real held-out images, over seeds."""
+    from rich.console import Console
+
+    from dmgd.errors import DmgdError
+
+    console = Console(stderr=True, highlight=False)
+    progress = None
+    try:
+        from dmgd.evaluation.protocol import EvalConfig, evaluate
+        from dmgd.evaluation.report import summary_table
+
+        config = EvalConfig(model=model, optimizer=optimizer, lr=lr, momentum=momentum,
+                            weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, epochs=epochs,
+                            eval_every=eval_every, seeds=seeds, crop=crop, flip=flip, jitter=jitter,
+                            lighting=lighting, cutmix=cutmix, cutmix_prob=cutmix_prob, image_size=image_size,
+                            ipc=ipc, preset=preset, device=device)
+        progress = _EvalProgress(console)
+        result = evaluate(out, real, config, reporter=progress, eval_json=output)
+    except DmgdError as err:
+        if progress is not None:
+            progress.close()
+        console.print(f"[bold red]error:[/bold red] {err}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.close()
+        console.print("interrupted; nothing was written")
+        raise typer.Exit(130) from None
+    progress.close()
+    Console(highlight=False).print(summary_table(result))
+    typer.echo(f"wrote {result.eval_json}")
+
+
+@app.command("sample-real")
+def sample_real_command(
+    ipc: int = typer.Option(..., "--ipc", min=1, help="images per class"),
+    out: _Path = typer.Option(..., "--out", "-o", help="output directory (an ImageFolder + manifest.json)"),
+    seed: int = typer.Option(0, "--seed", help="which random images"),
+    data: _Optional[_Path] = typer.Option(None, "--data", help="an ImageFolder of real TRAINING images "
+                                          "(default: the embedded digits' train split)"),
+    image_size: _Optional[int] = typer.Option(None, "--image-size", min=1, help="centre-crop folder images to "
+                                              "this size (default: keep their size)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the set already in --out"),
+) -> None:
+    """The random-real baseline: N random real training images per class, in a run's layout."""
+    from dmgd.data.sample_real import sample_real
+    from dmgd.errors import DmgdError
+
+    try:
+        result = sample_real(out, ipc, seed, data=data, image_size=image_size, overwrite=overwrite)
+    except DmgdError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as err:
+        typer.echo(f"error: cannot write {out}: {err.strerror or err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {result.out}: {len(result.class_names)} classes x {result.ipc} random real images "
+               f"(seed {result.seed})")

@@ -196,6 +196,10 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int, 
 
 def describe(name: str, image_size: int) -> str:
     """One line: which variant `build_model` picks for this input size."""
-    variant = "ImageNet variant" if image_size >= IMAGENET_MIN_SIZE else "small-input variant (3x3 stem, " \
-        "downsampling only while maps stay >= 2x2)"
+    if image_size >= IMAGENET_MIN_SIZE:
+        variant = "ImageNet variant"
+    elif name == "convnet":
+        variant = "small-input variant (pooling only while maps stay >= 2x2)"
+    else:
+        variant = "small-input variant (3x3 stem, downsampling only while maps stay >= 2x2)"
     return f"{DISPLAY_NAMES.get(name, name)}, instance norm, {variant}, {image_size}x{image_size} input"

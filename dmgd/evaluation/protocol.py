@@ -352,7 +352,7 @@ def read_distilled(out_dir: str | os.PathLike[str], *, ipc: int | None = None,
 
     from dmgd.data.images import DataError, _decode
 
-    root = Path(out_dir).expanduser()
+    root = Path(out_dir).expanduser().absolute()
     if not root.exists():
         raise EvalError(f"{root} does not exist; give the --out directory of `dmgd run` or `dmgd sample-real`")
     if not root.is_dir():
