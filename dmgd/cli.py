@@ -563,6 +563,17 @@ def _summary_table(result) -> _Any:
     return table
 
 
+def _resume_hint(console, out) -> None:
+    """After a failed run: say that its finished images are kept, when it had started."""
+    try:
+        started = (_Path(out) / "manifest.json").is_file()
+    except OSError:
+        started = False
+    if started:
+        console.print(f"[dim]images finished so far are kept in {out}; fix the cause and rerun with "
+                      "--resume[/dim]", soft_wrap=True)
+
+
 @app.command("run")
 def run_command(
     file: str = typer.Argument(..., metavar="RECIPE", help="a .dmgd recipe"),
@@ -595,7 +606,7 @@ def run_command(
     try:
         rank, world, _ = env_world()
     except _user_errors() as err:
-        console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(1) from None
     where = escape(f"[rank {rank}/{world}] ") if world > 1 else ""
     if rank == 0:
@@ -615,7 +626,10 @@ def run_command(
     def _terminate(signum, frame):  # torchrun stops the other ranks with SIGTERM when one fails
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        previous_handler = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous_handler = None
     reporter = _LineReporter(console, rank, world) if world > 1 else _RichReporter(console)
     try:
         result = run(recipe, out, steps=steps, sampler=sampler, device=device, resume=resume,
@@ -628,22 +642,24 @@ def run_command(
     except _user_errors() as err:
         reporter.close()
         if not getattr(err, "echo", False):  # a PeerError repeats rank 0's error: printed there
-            console.print(f"{where}[bold red]error:[/bold red] {escape(str(err))}")
-            console.print(f"[dim]images finished so far are kept in {out}; fix the cause and rerun with "
-                          "--resume[/dim]")
+            console.print(f"{where}[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
+            _resume_hint(console, out)
         raise typer.Exit(1) from None
     except OSError as err:
         reporter.close()
         target = f" {err.filename}" if getattr(err, "filename", None) else ""
         console.print(f"{where}[bold red]error:[/bold red] cannot read or write{escape(target)}: "
-                      f"{escape(err.strerror or str(err))}")
-        console.print(f"[dim]images finished so far are kept in {out}; fix the cause and rerun with --resume[/dim]")
+                      f"{escape(err.strerror or str(err))}", soft_wrap=True)
+        _resume_hint(console, out)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         reporter.close()
         console.print(f"{where}interrupted; finished images are kept: "
                       f"`dmgd run {file} --out {out} --resume` goes on")
         raise typer.Exit(130) from None
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     reporter.close()
     if rank == 0:
         Console(highlight=False).print(_summary_table(result))

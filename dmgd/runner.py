@@ -242,6 +242,8 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    mode = "resume" if resume else "overwrite" if overwrite else "new"
+    ctx.on_main(lambda: RunStore.precheck(out, mode))  # fail before the slow part when OUT is wrong
 
     reporter.stage("loading the model")
     tic = time.perf_counter()
@@ -282,7 +284,6 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
         "data_fingerprint": real.fingerprint,
         "block_size": block_size,
     }
-    mode = "resume" if resume else "overwrite" if overwrite else "new"
     sharding = {
         "block_size": block_size,
         "blocks": len(blocks),

@@ -165,6 +165,11 @@ def _class_files(root: Path, class_dir: Path) -> list[Path]:
                     f"{p} is not an image (extensions read: {', '.join(IMG_EXTENSIONS)}). "
                     f"Move it out of {root}, or convert it."
                 )
+            if not p.is_file():  # a broken link, a FIFO (reading one blocks forever), a device...
+                raise DataError(
+                    f"{p} is not a regular file (a broken link, a pipe or a device). "
+                    f"Replace it with the image, or move it out of {root}."
+                )
             files.append(p)
     if not files:
         raise DataError(

@@ -97,6 +97,28 @@ class RunStore:
         return store
 
     @classmethod
+    def precheck(cls, root: str | Path, mode: Mode) -> None:
+        """The checks `open` can make before the model and the data are loaded: OUT is a
+        directory (or absent), and holds a run exactly when the mode says so."""
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"--out {root} is a file, not a directory")
+        if mode == "overwrite":
+            return
+        previous = cls(root, ()).read_manifest()
+        if previous is None and mode == "new" and root.exists() and any(
+                not is_temporary(entry.name) for entry in root.iterdir()):
+            raise StoreError(
+                f"{root} is not empty and holds no dmgd run; choose an empty or new "
+                "directory for --out (or pass --overwrite to write into it anyway)"
+            )
+        if previous is not None and mode == "new":
+            raise StoreError(
+                f"{root} already holds a run ({previous.get('status', 'unknown')}); pass "
+                "--resume to finish it, --overwrite to replace it, or choose another --out"
+            )
+
+    @classmethod
     def attach(cls, root: str | Path, class_names: Sequence[str]) -> RunStore:
         """The store rank 0 opened, for another rank: no checks, no clean-up."""
         check_class_names(tuple(class_names))
@@ -122,7 +144,8 @@ class RunStore:
     def _prepare(self, mode: Mode, identity: dict[str, Any]) -> None:
         previous = self.previous
         if previous is None:
-            if self.root.exists() and any(self.root.iterdir()) and mode != "overwrite":
+            if self.root.exists() and mode != "overwrite" and any(
+                    not is_temporary(entry.name) for entry in self.root.iterdir()):
                 raise StoreError(
                     f"{self.root} is not empty and holds no dmgd run; choose an empty or new "
                     "directory for --out (or pass --overwrite to write into it anyway)"
