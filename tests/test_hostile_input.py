@@ -229,7 +229,7 @@ class _Boom:
     ("no_config", "has no transformer/config.json"),
     ("no_weights", "has no weights"),
     ("pickle_only", "pickle"),
-    ("wrong_shapes", "loading the transformer"),
+    ("wrong_shapes", "its weights do not fit its config.json: pos_embed.proj.weight"),
     ("bad_json", "cannot read"),
     ("not_a_dit", "not a class-conditional DiT"),
     ("a_file", "is a file"),
@@ -258,10 +258,19 @@ def test_bad_model_dirs_are_refused(tmp_path, case, expected):
     elif case == "a_file":
         model = tmp_path / "model.safetensors"
         model.write_bytes(b"x")
-    out = _error(tmp_path, "--set", f"model={model}", "--set", "ipc=1")
-    assert expected in out
+    code, output = dmgd_run(tmp_path, "--set", f"model={model}", "--set", "ipc=1")
+    assert code == 1 and expected in " ".join(output.split())
+    assert sum(line.startswith("error:") for line in output.splitlines()) == 1
+    assert len(output) < 2000  # a message, not a dump (torch lists every mismatched tensor)
     assert not marker.exists()
     assert not (tmp_path / "out").exists()
+
+
+def test_model_errors_are_dmgd_errors():
+    from dmgd.errors import DmgdError
+    from dmgd.sampling.backbones import BackboneError
+
+    assert issubclass(BackboneError, DmgdError)
 
 
 def test_a_pickle_beside_safetensors_is_never_opened(tmp_path):

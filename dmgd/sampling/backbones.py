@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import field, frozen
 
+from dmgd.errors import DmgdError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from diffusers import AutoencoderKL, DiTTransformer2DModel
@@ -63,8 +65,19 @@ DOWNLOAD_HINT = (
 )
 
 
-class BackboneError(Exception):
+class BackboneError(DmgdError):
     """A model that cannot be used; the message says what is wrong and what to do."""
+
+
+def _load_failure(e: Exception) -> str:
+    """A loading error in a few lines: torch lists every mismatched tensor, one a line."""
+    text = str(e)
+    mismatches = [line.strip() for line in text.splitlines() if line.strip().startswith("size mismatch for")]
+    if mismatches:
+        more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
+        return (f"its weights do not fit its config.json: {mismatches[0].removeprefix('size mismatch for ').rstrip('.')}"
+                f"{more}. The config and the .safetensors file come from different models")
+    return text
 
 
 @frozen(eq=False)
@@ -270,7 +283,7 @@ def load_backbone(model: str | Path | None = None, device: Any = "cpu",
             )
         except Exception as e:
             raise BackboneError(
-                f"Model {model_id!r}: loading the transformer from {tdir} failed: {e}"
+                f"Model {model_id!r}: loading the transformer from {tdir} failed: {_load_failure(e)}"
             ) from e
 
         vae = None
@@ -288,7 +301,7 @@ def load_backbone(model: str | Path | None = None, device: Any = "cpu",
                 )
             except Exception as e:
                 raise BackboneError(
-                    f"Model {model_id!r}: loading the VAE from {vdir} failed: {e}"
+                    f"Model {model_id!r}: loading the VAE from {vdir} failed: {_load_failure(e)}"
                 ) from e
             vae_scale = float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
             vae.eval().requires_grad_(False).to(device)
