@@ -17,6 +17,14 @@ meaning) and, when the checker and the compiler are there, checked and compiled 
 own clock and at another N, with synthetic noise levels for sigma windows); every
 RecipeError's diagnostics are rendered. It prints the counts and the time, and exits 1 if
 any exception other than RecipeError was raised or fmt misbehaved.
+
+`--settings` fuzzes the command line's `--set NAME=VALUE` instead: each input is a list of
+1 to 4 such strings (real setting names with values of every type, ranges, quotes, shell
+and Python injection-looking text, paths that climb out of a directory, NULs, newlines,
+`;`, huge numbers and lines; mutated; random bytes). `parse_overrides` must return a
+dict or raise RecipeError, nothing else; a returned dict must hold only known settings,
+pass `validate_overrides` unchanged, keep a string setting's text exactly as given
+(nothing is evaluated or expanded), and compile with a recipe; diagnostics are rendered.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import multiprocessing
 import os
 import random
+import re
 import sys
 import time
 import traceback
@@ -212,6 +221,112 @@ def random_input(rng: random.Random) -> str:
     return rng.randbytes(rng.randint(0, 120)).decode("utf-8", errors="replace")
 
 
+# --- command-line settings (--set) --------------------------------------------------------
+
+NASTY_STRINGS = [
+    "$(rm -rf /)", "`rm -rf /`", "; rm -rf /", "| cat /etc/passwd", "&& reboot", "${HOME}", "~", "~root",
+    "../../../../etc", "/etc/passwd", "..", "/", "", " ", "__import__('os').system('x')", "eval('1')",
+    "{{7*7}}", "%(x)s", "%s%s%s", "\\x00", "a\x00b", "C:\\Windows", "\\\\server\\share", "file:///etc",
+    "http://example.com/m", "org/name", "org/name/../../x", "-rf", "--resume", "é", "💥", "a" * 300,
+]
+
+
+def _set_value(rng: random.Random, name: str) -> str:
+    r = rng.random()
+    if r < 0.3:
+        return _value(rng)
+    if r < 0.45:
+        return rng.choice(NASTY_STRINGS)
+    if r < 0.55:
+        return '"' + rng.choice(NASTY_STRINGS).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if r < 0.7:
+        return _number(rng, -10, 100000)
+    if r < 0.8:
+        return rng.choice(NAME_VALUES + ["ddpm ddim", "greedy;joint", "1e999", "nan", "inf", "-inf", "0x10", "1_000"])
+    if r < 0.9:
+        return f"{_number(rng)}..{_number(rng)}"
+    return "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 8)))
+
+
+def _sane_setting(rng: random.Random) -> str:
+    """A `--set` string that should be accepted: a real setting, a value of its type in range."""
+    from dmgd.language.settings import SETTING_SPECS
+
+    spec = rng.choice(SETTING_SPECS)
+    if spec.type == "int":
+        hi = min(int(spec.high) if spec.high is not None else 10**6, rng.choice([10, 1000, 2**63 - 1]))
+        value = str(rng.randint(int(spec.low or 0), max(int(spec.low or 0), hi)))
+    elif spec.type == "float":
+        value = repr(round(rng.uniform(float(spec.low or 0), float(spec.high or 10)), rng.randint(0, 6)))
+    elif spec.type == "choice":
+        value = rng.choice(spec.choices)
+    else:  # str: any text, bare (as a shell passes it) or in the language's quotes
+        text = rng.choice(NASTY_STRINGS[:-1] + [f"/data/{rng.randint(0, 99)}", "facebook/DiT-XL-2-256"]).strip()
+        text = text.replace("\x00", "").replace("\n", "") or "x"
+        value = text if rng.random() < 0.7 or text.startswith('"') else \
+            '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{spec.name}={value}"
+
+
+def generate_settings(rng: random.Random) -> list[str]:
+    if rng.random() < 0.5:
+        return [_sane_setting(rng) for _ in range(rng.randint(1, 4))]
+    args = []
+    for _ in range(rng.randint(1, 4)):
+        name = rng.choice(SETTINGS) if rng.random() < 0.9 else rng.choice(["ipcc", "Steps", "", " ipc", "model ",
+                                                                             "t>=5", "ot(K=2)", "x.y"])
+        sep = rng.choice(["=", "=", "=", " = ", "==", ":", ""])
+        args.append(f"{name}{sep}{_set_value(rng, name)}")
+    return args
+
+
+def make_settings_input(seed: int, index: int) -> list[str]:
+    rng = random.Random(seed * 1_000_003 + index + 7)
+    kind = index % 5
+    if kind in (0, 1):
+        return generate_settings(rng)
+    if kind in (2, 3):
+        return [mutate(rng, a) for a in generate_settings(rng)]
+    return [random_input(rng) for _ in range(rng.randint(1, 3))]
+
+
+SETTINGS_RECIPE = "t>=40: explore; 25..40: softlabel; 30..45: ot(K=2)\n"
+
+
+def run_settings_one(args: list[str], backend: bool, counts: Counter) -> None:
+    """One `--set` list through parse_overrides (and, parsed, validate and compile)."""
+    from dmgd.language.overrides import parse_overrides, validate_overrides
+    from dmgd.language.settings import setting_spec
+
+    try:
+        parsed = parse_overrides(args)
+    except RecipeError as e:
+        counts["--set: RecipeError"] += 1
+        render_text(e.diagnostics, e.source, e.path)
+        render_json(e.diagnostics, e.path)
+        return
+    counts["--set: ok"] += 1
+    if not isinstance(parsed, dict) or any(setting_spec(k) is None for k in parsed):
+        raise AssertionError(f"parse_overrides returned {parsed!r}")
+    last = {arg.partition("=")[0].strip(): arg.partition("=")[2].strip() for arg in args}  # the last one wins
+    for name, raw in last.items():  # a string setting is the text as given: nothing evaluated or expanded
+        spec = setting_spec(name)
+        if spec is None or spec.type != "str" or name not in parsed:
+            continue
+        expected = re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
+        if parsed[name] != expected:
+            raise AssertionError(f"{name} became {parsed[name]!r}, not the text given ({raw!r})")
+    if validate_overrides(parsed) != parsed:
+        raise AssertionError(f"validate_overrides changed {parsed!r}")
+    if backend and compile_schedule is not None:
+        try:
+            compile_schedule(parse_recipe(SETTINGS_RECIPE, "fuzz.dmgd"), overrides=parsed, noise=_noise)
+            counts["--set: compiled"] += 1
+        except RecipeError as e:
+            counts["--set: compile RecipeError"] += 1
+            render_text(e.diagnostics, SETTINGS_RECIPE, "fuzz.dmgd")
+
+
 def make_input(seed: int, index: int) -> str:
     rng = random.Random(seed * 1_000_003 + index)
     kind = index % 5
@@ -267,15 +382,18 @@ def run_one(text: str, backend: bool, counts: Counter) -> None:
             counts["compile: ok"] += 1
 
 
-def worker(args: tuple[int, int, int, int, bool, int]) -> tuple[Counter, list[str]]:
-    seed, start, stop, step, backend, show = args
+def worker(args: tuple[int, int, int, int, bool, int, bool]) -> tuple[Counter, list[str]]:
+    seed, start, stop, step, backend, show, settings = args
     counts: Counter = Counter()
     failures: list[str] = []
     for index in range(start, stop, step):
-        text = make_input(seed, index)
+        text = make_settings_input(seed, index) if settings else make_input(seed, index)
         counts["inputs"] += 1
         try:
-            run_one(text, backend, counts)
+            if settings:
+                run_settings_one(text, backend, counts)
+            else:
+                run_one(text, backend, counts)
         except RecipeError:  # a RecipeError out of a later stage is fine too
             counts["other stage: RecipeError"] += 1
         except Exception as e:  # noqa: BLE001 - this is what we are looking for
@@ -294,20 +412,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parse-only", action="store_true", help="skip the checker and the compiler")
     ap.add_argument("--show", type=int, default=5, help="failing inputs to print per worker")
     ap.add_argument("--only", type=int, default=None, help="run the single input with this index, verbosely")
+    ap.add_argument("--settings", action="store_true", help="fuzz command-line `--set` strings instead of recipes")
     args = ap.parse_args(argv)
     backend = not args.parse_only
 
     if args.only is not None:
-        text = make_input(args.seed, args.only)
-        print(repr(text[:2000]))
         counts: Counter = Counter()
-        run_one(text, backend, counts)
+        if args.settings:
+            given = make_settings_input(args.seed, args.only)
+            print(repr(given)[:2000])
+            run_settings_one(given, backend, counts)
+        else:
+            text = make_input(args.seed, args.only)
+            print(repr(text[:2000]))
+            run_one(text, backend, counts)
         print(dict(counts))
         return 0
 
     parse_recipe("*: x")  # build (or load) the parser before timing
     jobs = max(1, args.jobs)
-    tasks = [(args.seed, j, args.n, jobs, backend, args.show) for j in range(jobs)]
+    tasks = [(args.seed, j, args.n, jobs, backend, args.show, args.settings) for j in range(jobs)]
     t0 = time.perf_counter()
     if jobs == 1:
         results = [worker(tasks[0])]
@@ -323,10 +447,16 @@ def main(argv: list[str] | None = None) -> int:
     for failure in failures:
         print(failure, file=sys.stderr)
     other = total["OTHER EXCEPTION"]
-    print(f"inputs:               {total['inputs']}")
-    print(f"parsed:               {total['parse: ok']}")
-    print(f"RecipeError (parse):  {total['parse: RecipeError']}")
-    if backend:
+    print(f"inputs:               {total['inputs']}{' (--set lists)' if args.settings else ''}")
+    if args.settings:
+        print(f"parsed:               {total['--set: ok']}   RecipeError: {total['--set: RecipeError']}")
+        if backend:
+            print(f"compiled:             {total['--set: compiled']}   "
+                  f"RecipeError (compile): {total['--set: compile RecipeError']}")
+    else:
+        print(f"parsed:               {total['parse: ok']}")
+        print(f"RecipeError (parse):  {total['parse: RecipeError']}")
+    if backend and not args.settings:
         print(f"checked clean:        {total['check: clean']}   with errors: {total['check: errors']}")
         print(f"compiled:             {total['compile: ok']}   RecipeError (compile): {total['compile: RecipeError']}")
     for key in sorted(k for k in total if k.startswith("  ")):
