@@ -112,8 +112,9 @@ class Context:
         return box[0]
 
     def on_main(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on rank 0 only and give every rank its result. A DmgdError on rank 0 is
-        raised there and, as a PeerError with the same message, on every other rank."""
+        """Run `fn` on rank 0 only and give every rank its result. A DmgdError (or OSError)
+        on rank 0 is raised there and, as a PeerError with the same message, on every other
+        rank."""
         if not self.distributed:
             return fn()
         outcome: tuple[str, Any]
@@ -121,7 +122,7 @@ class Context:
         if self.is_main:
             try:
                 outcome = ("ok", fn())
-            except DmgdError as e:
+            except (DmgdError, OSError) as e:
                 error, outcome = e, ("error", str(e))
         else:
             outcome = ("", None)
@@ -131,20 +132,6 @@ class Context:
         if outcome[0] == "error":
             raise PeerError(outcome[1])
         return outcome[1]
-
-    def agree(self, error: BaseException | None) -> None:
-        """Collective: every rank says whether its part failed; if one did, every rank
-        raises (the failed rank its own error, the others a PeerError naming it)."""
-        if not self.distributed:
-            if error is not None:
-                raise error
-            return
-        reports = self.all_gather(None if error is None else f"{error}")
-        if error is not None:
-            raise error
-        for rank, message in enumerate(reports):
-            if message is not None:
-                raise PeerError(f"rank {rank} failed: {message}")
 
     def close(self) -> None:
         """End the process group if `setup` started it."""
