@@ -234,7 +234,7 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
     import torch
 
     from dmgd.data.manifest import build_manifest
-    from dmgd.data.store import RunStore, check_class_names
+    from dmgd.data.store import PROGRESS_PREFIX, RunStore, check_class_names
     from dmgd.data.targets import build_targets, real_data_for_backbone
     from dmgd.distributed import blocks_of_rank, class_blocks, default_block_size
     from dmgd.sampling.backbones import load_backbone
@@ -391,11 +391,11 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
         manifest.pop("error", None)
         manifest["timings"]["seconds_per_image"] = round(timings["sampling_seconds"] / max(1, written_total), 5)
         manifest["progress"] = {"finished": C * ipc, "total": C * ipc}
-        manifest["sessions"][-1].update(finished=_now(), written=written_total,
+        manifest["sessions"][-1].update(ended=_now(), written=written_total,
                                         ranks=[{k: part[k] for k in ("rank", "written", "sampling_seconds")}
                                                for part in parts])
         store.write_manifest(manifest)
-        for path in store.root.glob(".progress-rank-*.json"):
+        for path in store.root.glob(f"{PROGRESS_PREFIX}*.json"):
             path.unlink(missing_ok=True)
     ctx.barrier()
     if not manifest:
