@@ -141,6 +141,7 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
     ("empty_class", "has no images"),
     ("missing", "does not exist"),
     ("no_classes", "no class sub-directories"),
+    ("link_loop", "is a link back to a folder that holds it"),
 ])
 def test_bad_data_is_a_clear_error_naming_the_problem(tiny_latent_model, tmp_path, case, expected):
     data = _data(tmp_path)
@@ -163,6 +164,8 @@ def test_bad_data_is_a_clear_error_naming_the_problem(tiny_latent_model, tmp_pat
         (data / "class_3").mkdir()
     elif case == "missing":
         data = tmp_path / "nowhere"
+    elif case == "link_loop":  # os.walk(followlinks=True) alone would go round until the path is too long
+        (data / "class_1" / "again").symlink_to("..")
     elif case == "no_classes":
         data = tmp_path / "flat"
         data.mkdir()
@@ -171,6 +174,17 @@ def test_bad_data_is_a_clear_error_naming_the_problem(tiny_latent_model, tmp_pat
     assert code == 1, output
     assert expected in " ".join(output.split())
     assert not (tmp_path / "out").exists()
+
+
+def test_hidden_folders_in_a_class_are_not_read(tmp_path):
+    from dmgd.data.images import load_image_folder
+
+    data = _data(tmp_path)
+    (data / "class_1" / ".thumbnails").mkdir()
+    (data / "class_1" / ".thumbnails" / "001.png").write_bytes((data / "class_1" / "001.png").read_bytes())
+    (data / "class_1" / ".thumbnails" / "notes.txt").write_text("not an image, not read")
+    real = load_image_folder(data, image_size=16)
+    assert real.class_counts() == (3, 3, 3)
 
 
 def test_an_unreadable_file(tiny_latent_model, tmp_path):

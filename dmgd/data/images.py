@@ -154,8 +154,21 @@ def _class_dirs(root: Path) -> list[Path]:
 def _class_files(root: Path, class_dir: Path) -> list[Path]:
     """A class's image files in torchvision's order (sorted walk, sorted names)."""
     files: list[Path] = []
-    for dirpath, dirnames, filenames in sorted(os.walk(class_dir, followlinks=True)):
+    walked = []
+    # Walk lazily, so that pruning works (hidden folders, link loops), then sort as torchvision does.
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        real = os.path.realpath(dirpath)
+        parent = os.path.dirname(dirpath)
+        ancestors = [os.path.realpath(a) for a in (parent, *Path(parent).parents)
+                     if len(str(a)) >= len(str(class_dir.parent))]
+        if real in ancestors:
+            raise DataError(
+                f"{dirpath} is a link back to a folder that holds it ({real}): a loop, which would "
+                f"read the same images again and again. Remove the link from {root}."
+            )
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        walked.append((dirpath, filenames))
+    for dirpath, filenames in sorted(walked):
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
