@@ -151,8 +151,8 @@ def test_presets_fill_the_defaults():
     digits = EvalConfig().resolve(ipc=10, native_size=8)
     assert (digits.preset, digits.model, digits.epochs, digits.eval_every, digits.flip, digits.image_size,
             digits.cutmix_prob, digits.optimizer, digits.lr, digits.weight_decay) == \
-        ("digits", "convnet", 100, 5, False, 8, 0.5, "adamw", 1e-3, 0.01)
-    assert digits_epochs(50) == 75 and digits.seeds == (0, 1, 2, 3, 4)
+        ("digits", "convnet", 200, 10, False, 8, 0.5, "adamw", 1e-3, 0.01)
+    assert digits_epochs(50) == 150 and digits.seeds == (0, 1, 2, 3, 4)
     woof = EvalConfig(optimizer="sgd").resolve(ipc=50, native_size=256)
     assert (woof.preset, woof.model, woof.epochs, woof.eval_every, woof.flip, woof.image_size, woof.cutmix_prob,
             woof.lr, woof.weight_decay, woof.momentum) == \
@@ -321,6 +321,8 @@ def test_bad_input_gives_one_clear_error(tmp_path):
 
 def test_ten_real_digits_per_class_beat_chance_by_far(tmp_path):
     base = sample_real(tmp_path / "real10", ipc=10, seed=0).out
-    result = evaluate(base, config=EvalConfig(seeds=[0]), write=False)  # the digits default, one seed
-    assert result.config.epochs == 100
+    # one seed, 20 epochs without augmentation (the defaults need 200 epochs: too slow for a test;
+    # with them this set scores about 94 %)
+    config = EvalConfig(seeds=[0], epochs=20, eval_every=20, crop=False, jitter=0, cutmix=False)
+    result = evaluate(base, config=config, write=False)
     assert result.last_mean > 60.0, result.seeds  # chance is 10 %

@@ -17,7 +17,7 @@ Two presets fill whatever the config leaves as None (`EvalConfig.resolve`):
   (1 / <= 10 / <= 50 / <= 200 / <= 500 / more), an evaluation every epochs // 100,
   RandomResizedCrop + flip + colour jitter + lighting + CutMix (p = 1), ResNet-10-AP.
 * "digits" (smaller images, the embedded default): native 8x8, ConvNet-6, the harness's
-  epochs divided by 20 (100 at IPC <= 10, 75 at <= 50, 50 at <= 200), 20 evaluations a
+  epochs divided by 10 (200 at IPC <= 10, 150 at <= 50, 100 at <= 200), 20 evaluations a
   run, no flip (a mirrored digit is another symbol or none), CutMix with p = 0.5 (the
   harness's value for its small sets: MNIST, CIFAR, SVHN), the same crop and jitter;
   lighting is RGB only, so it does nothing on grayscale.
@@ -55,7 +55,7 @@ Schedule = Literal["multistep", "cosine"]
 Preset = Literal["auto", "imagenet", "digits"]
 
 IMAGENET_SIZE = 224
-DIGITS_EPOCH_DIVISOR = 20
+DIGITS_EPOCH_DIVISOR = 10
 DIGITS_EVALUATIONS = 20
 HARNESS_EVALUATIONS = 100
 OPTIMIZER_DEFAULTS = {"adamw": {"lr": 1e-3, "weight_decay": 0.01}, "sgd": {"lr": 0.01, "weight_decay": 5e-4}}
