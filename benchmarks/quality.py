@@ -68,8 +68,10 @@ def set_dir(out: Path, name: str, ipc: int, max_ipc: int) -> Path:
     return out / "sets" / f"{name}-ipc{gen_ipc}-gen0"
 
 
-def generate(out: Path, ipcs: list[int], names: tuple[str, ...] = SETS) -> dict[str, float]:
-    """Make every set that is missing; returns seconds per generated set."""
+def generate(out: Path, ipcs: list[int], names: tuple[str, ...] = SETS,
+             failed: dict[str, str] | None = None) -> dict[str, float]:
+    """Make every set that is missing; returns seconds per generated set. A run that fails
+    is reported (in `failed`: set directory name -> the error) and left out, not fatal."""
     import dmgd
     from dmgd.data.sample_real import sample_real
 
@@ -83,10 +85,17 @@ def generate(out: Path, ipcs: list[int], names: tuple[str, ...] = SETS) -> dict[
         if (d / "manifest.json").is_file():
             continue
         tic = time.perf_counter()
-        if name == "real":
-            sample_real(d, ipc, seed=0, overwrite=True)
-        else:
-            dmgd.run(ROOT / "recipes" / f"{name}.dmgd", d, ipc=ipc, seed=0, overwrite=True)
+        try:
+            if name == "real":
+                sample_real(d, ipc, seed=0, overwrite=True)
+            else:
+                dmgd.run(ROOT / "recipes" / f"{name}.dmgd", d, ipc=ipc, seed=0, overwrite=True)
+        except Exception as error:  # noqa: BLE001 - a failed recipe is a result, not a crash
+            message = f"{type(error).__name__}: {error}"
+            print(f"FAILED {d.name}: {message}", flush=True)
+            if failed is not None:
+                failed[d.name] = message
+            continue
         seconds[d.name] = time.perf_counter() - tic
         print(f"generated {d.name} in {seconds[d.name]:.0f} s", flush=True)
     return seconds
@@ -252,12 +261,18 @@ def main(argv: list[str] | None = None) -> int:
     if a.check_prefix:
         check_prefix(out)
     names = tuple(a.only) if a.only else SETS
-    gen = generate(out, a.ipcs, names)
+    failed: dict[str, str] = {}
+    gen = generate(out, a.ipcs, names, failed)
     max_ipc = max(a.ipcs)
+
+    def ready(name: str, ipc: int) -> bool:
+        return (set_dir(out, name, ipc, max_ipc) / "manifest.json").is_file()
 
     figures: dict = {}
     for name in names:
         for ipc in a.ipcs:
+            if not ready(name, ipc):
+                continue
             figures.setdefault(name, {})[str(ipc)] = set_figures(set_dir(out, name, ipc, max_ipc), ipc)
             f = figures[name][str(ipc)]
             print(f"{LABELS[name]:14s} IPC {ipc:3d}: OT {f['ot']:.4f}  diversity {f['diversity']:.3f}  "
@@ -275,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         for ipc in group_ipcs:
             for seed in range(a.seeds):
                 for name in names:
-                    if ipc not in a.ipcs or (a.only and name not in a.only):
+                    if ipc not in a.ipcs or (a.only and name not in a.only) or not ready(name, ipc):
                         continue
                     e = a.epochs or EPOCHS.get(ipc, 10)
                     if (name, ipc, seed, e) not in done:
@@ -308,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = {str(i): eval_config(i, 0, a.epochs).to_dict() for i in a.ipcs}
     (a.docs / "quality.json").write_text(json.dumps({
         "ipcs": a.ipcs, "seeds": a.seeds, "eval_config_by_ipc": configs, "summary": summary,
-        "figures": figures, "trainings": [r for r in results], "generation_seconds": gen,
+        "figures": figures, "trainings": [r for r in results], "generation_seconds": gen, "generation_failed": failed,
         "wall_seconds_this_call": time.perf_counter() - started,
         "sets": {n: {str(i): set_dir(out, n, i, max_ipc).name for i in a.ipcs} for n in SETS},
     }, indent=1))
