@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ipc", type=int, default=10)
     ap.add_argument("--steps", type=int, default=25, help="N, the real sampling steps")
     ap.add_argument("--quick", action="store_true", help="ipc 4, 10 steps")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each configuration, alternating; the best counts")
+    ap.add_argument("--no-threaded", action="store_true",
+                    help="skip the 1-process, many-threads configuration (on a busy machine it can take 20x longer)")
     args = ap.parse_args(argv)
     if args.quick:
         args.ipc, args.steps = 4, 10
@@ -93,17 +96,23 @@ def main(argv: list[str] | None = None) -> int:
         configs = [("1 process, 1 thread", 1, {"DMGD_THREADS": "1"}),
                    (f"1 process, {cores} threads", 1, {"DMGD_THREADS": str(cores)}),
                    ("torchrun 2 ranks x 1 thread", 2, {})]
-        results = {}
-        for name, ranks, extra in configs:
-            out = work / name.replace(" ", "_").replace(",", "")
-            wall = timed(_command(args, out, ranks), {**env, **extra})
-            images = json.loads((out / "manifest.json").read_text())["progress"]["total"]
-            results[name] = (out, wall, sampling_seconds(out))
+        if args.no_threaded:
+            configs.pop(1)
+        results: dict[str, tuple[Path, float, float]] = {}
+        for attempt in range(max(1, args.repeat)):
+            for name, ranks, extra in configs:
+                out = work / f"{name.replace(' ', '_').replace(',', '')}-{attempt}"
+                wall = timed(_command(args, out, ranks), {**env, **extra})
+                images = json.loads((out / "manifest.json").read_text())["progress"]["total"]
+                if name not in results or sampling_seconds(out) < results[name][2]:
+                    results[name] = (out, min(wall, results.get(name, (None, wall))[1]), sampling_seconds(out))
         print(f"\n{'configuration':32} {'sampling s':>10} {'images/s':>9} {'wall s':>8} {'images/s e2e':>13}")
         for name, (out, wall, sampling) in results.items():
             print(f"{name:32} {sampling:10.2f} {images / sampling:9.2f} {wall:8.1f} {images / wall:13.2f}")
-        one, many, two = (results[c[0]] for c in configs)
-        best_name, best = min(((configs[0][0], one), (configs[1][0], many)), key=lambda x: x[1][2])
+        one, two = results[configs[0][0]], results[configs[-1][0]]
+        many = results.get(f"1 process, {cores} threads")
+        singles = [(configs[0][0], one)] + ([(f"1 process, {cores} threads", many)] if many else [])
+        best_name, best = min(singles, key=lambda x: x[1][2])
         print(f"\nspeed-up of 2 ranks over the best single process ({best_name}): "
               f"{best[2] / two[2]:.2f}x sampling (target >= 1.6x), {best[1] / two[1]:.2f}x end to end")
         print(f"speed-up of 2 ranks over 1 process at 1 thread: {one[2] / two[2]:.2f}x sampling, "
@@ -111,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         same = _files(one[0]) == _files(two[0])
         print(f"2 ranks wrote the same bytes as 1 process, 1 thread: {'yes' if same else 'NO'} "
               f"({len(_files(one[0]))} files)")
-        threaded_same = _files(one[0]) == _files(many[0])
-        print(f"1 process at {cores} threads wrote the same bytes: {'yes' if threaded_same else 'no'} "
-              "(not promised: threads change the last bits)")
+        if many:
+            threaded_same = _files(one[0]) == _files(many[0])
+            print(f"1 process at {cores} threads wrote the same bytes: {'yes' if threaded_same else 'no'} "
+                  "(not promised: threads change the last bits)")
 
         # --- resume ---
         finished = one[0]
