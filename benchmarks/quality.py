@@ -68,6 +68,15 @@ def set_dir(out: Path, name: str, ipc: int, max_ipc: int) -> Path:
     return out / "sets" / f"{name}-ipc{gen_ipc}-gen0"
 
 
+def finished(d: Path) -> bool:
+    """A set whose manifest says it is whole (a run writes status "running" first)."""
+    try:
+        m = json.loads((d / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return m.get("status", "complete") not in ("running", "failed")
+
+
 def generate(out: Path, ipcs: list[int], names: tuple[str, ...] = SETS,
              failed: dict[str, str] | None = None) -> dict[str, float]:
     """Make every set that is missing; returns seconds per generated set. A run that fails
@@ -82,7 +91,7 @@ def generate(out: Path, ipcs: list[int], names: tuple[str, ...] = SETS,
         for ipc in (ipcs if name in ("real", "mgd3") else [max_ipc]):
             wanted.append((name, ipc, set_dir(out, name, ipc, max_ipc)))
     for name, ipc, d in wanted:
-        if (d / "manifest.json").is_file():
+        if finished(d):
             continue
         tic = time.perf_counter()
         try:
@@ -266,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     max_ipc = max(a.ipcs)
 
     def ready(name: str, ipc: int) -> bool:
-        return (set_dir(out, name, ipc, max_ipc) / "manifest.json").is_file()
+        return finished(set_dir(out, name, ipc, max_ipc))
 
     figures: dict = {}
     for name in names:
