@@ -238,7 +238,8 @@ def chart(summary: dict, ipcs: list[int], path: Path) -> None:
                 xs.append(i + (j - (len(SETS) - 1) / 2) * width)
                 ms.append(s["mean"])
                 es.append(s["se"] if s["n"] > 1 else 0.0)
-        ax.bar(xs, ms, width, yerr=es, capsize=2, label=LABELS[name])
+        if xs:  # a set with no results (e.g. its generation failed) is left out of the legend
+            ax.bar(xs, ms, width, yerr=es, capsize=2, label=LABELS[name], color=f"C{j}")
     ax.set_xticks(range(len(ipcs)), [f"IPC {i}" for i in ipcs])
     ax.set_ylabel("top-1 % on real digits test (ConvNet-6)")
     ax.set_title("Distilled digits sets: mean over classifier seeds, error bars = standard error")
