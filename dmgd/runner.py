@@ -316,7 +316,7 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
                              on_step=lambda _: reporter.step_done())
     mine_done = store.count_finished(mine, ipc)
     reporter.sampling_started(len(mine) * ipc, mine_done, schedule.num_steps)
-    tic = time.perf_counter()
+    tic, cpu_tic = time.perf_counter(), time.process_time()
     latents: dict[tuple[int, int], Any] = {}
     written = 0
 
@@ -369,6 +369,7 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
             store.write_manifest(manifest)
         raise
     timings["sampling_seconds"] = time.perf_counter() - tic
+    cpu_seconds = time.process_time() - cpu_tic
 
     from dmgd.guidance.transport import ot_distance
 
@@ -379,6 +380,7 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
         distances[real.class_names[c]] = ot_distance(synthetic, report.points[c], report.masses[c])
     parts = ctx.all_gather({"rank": ctx.rank, "distances": distances, "written": written,
                             "sampling_seconds": round(timings["sampling_seconds"], 4),
+                            "sampling_cpu_seconds": round(cpu_seconds, 4),
                             "classes": [real.class_names[c] for c in mine]})
     for part in parts:
         distances.update(part["distances"])
@@ -392,7 +394,8 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
         manifest["timings"]["seconds_per_image"] = round(timings["sampling_seconds"] / max(1, written_total), 5)
         manifest["progress"] = {"finished": C * ipc, "total": C * ipc}
         manifest["sessions"][-1].update(ended=_now(), written=written_total,
-                                        ranks=[{k: part[k] for k in ("rank", "written", "sampling_seconds")}
+                                        ranks=[{k: part[k] for k in ("rank", "written", "sampling_seconds",
+                                                                     "sampling_cpu_seconds")}
                                                for part in parts])
         store.write_manifest(manifest)
         for path in store.root.glob(f"{PROGRESS_PREFIX}*.json"):
