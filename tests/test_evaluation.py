@@ -236,7 +236,7 @@ def test_cli_on_a_run_output(tmp_path, tiny_pixel_model):
     model = {} if embedded.is_dir() else {"model": str(tiny_pixel_model)}
     out = tmp_path / "run"
     run(RECIPE, out, ipc=2, steps=5, **model)
-    assert (out / "latents").is_dir()  # a run's latents folder is not a class
+    assert (out / "0" / "0000.safetensors").is_file()  # latents beside the PNGs are not images
     _cli_eval(out)
     report = _check_eval_json(out / "eval.json", ipc=2)
     manifest = json.loads((out / "manifest.json").read_text())

@@ -342,10 +342,10 @@ def test_an_unwritable_cache_is_logged_and_the_run_goes_on(tiny_pixel_model, tmp
 def test_a_corrupt_manifest_or_latent_on_resume_is_a_clear_error(tiny_pixel_model, tmp_path):
     model = ("--set", f"model={tiny_pixel_model}", "--set", "ipc=2")
     assert dmgd_run(tmp_path, *model)[0] == 0
-    latent = tmp_path / "out" / "latents" / "3" / "0000.safetensors"
+    latent = tmp_path / "out" / "3" / "0000.safetensors"
     latent.unlink()
     (tmp_path / "out" / "3" / "0000.png").unlink()
-    (tmp_path / "out" / "latents" / "3" / "0001.safetensors").write_bytes(b"garbage")
+    (tmp_path / "out" / "3" / "0001.safetensors").write_bytes(b"garbage")
     out = _error(tmp_path, *model, "--resume")
     assert "0001.safetensors is unreadable" in out and "delete it" in out
     manifest = tmp_path / "out" / "manifest.json"
@@ -386,7 +386,7 @@ def test_stale_temporary_files_are_removed_on_resume(tiny_pixel_model, tmp_path,
 
     out = tmp_path / "out"
     run(RECIPE, out, model=str(tiny_pixel_model), ipc=1)
-    stale = [out / "3" / ".0000.png.tmp-99999", out / "latents" / "3" / ".0000.safetensors.tmp-99999",
+    stale = [out / "3" / ".0000.png.tmp-99999", out / "3" / ".0000.safetensors.tmp-99999",
              out / ".manifest.json.tmp-99999"]
     for path in stale:
         path.write_bytes(b"half")

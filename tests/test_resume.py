@@ -191,8 +191,8 @@ def test_a_block_half_finished_is_sampled_whole_and_only_its_missing_samples_wri
     full = run(RECIPE, tmp_path / "full", model=str(tiny_pixel_model), ipc=3).out
     part = run(RECIPE, tmp_path / "part", model=str(tiny_pixel_model), ipc=3).out
     for c in (1, 3, 6):  # blocks are classes 0-4 and 5-9
-        for path in (part / str(c) / "0001.png", part / "latents" / str(c) / "0001.safetensors",
-                     part / "latents" / str(c) / "0002.safetensors"):
+        for path in (part / str(c) / "0001.png", part / str(c) / "0001.safetensors",
+                     part / str(c) / "0002.safetensors"):
             path.unlink()
     (part / "7" / "0002.png").unlink()  # a latent without its PNG: not finished either
     kept = (part / "0" / "0001.png").stat().st_mtime_ns

@@ -23,7 +23,7 @@ def test_run_writes_an_image_folder_latents_and_manifest(tiny_pixel_model, tmp_p
     out = tmp_path / "out"
     result = run(RECIPE, out, model=str(tiny_pixel_model), ipc=2)
     assert _pngs(out) == [f"{c}/{i:04d}.png" for c in range(10) for i in range(2)]
-    assert all((out / "latents" / str(c) / f"{i:04d}.safetensors").is_file() for c in range(10) for i in range(2))
+    assert all((out / str(c) / f"{i:04d}.safetensors").is_file() for c in range(10) for i in range(2))
     image = Image.open(out / "3" / "0001.png")
     assert image.size == (8, 8) and image.mode == "L"
     manifest = json.loads((out / "manifest.json").read_text())

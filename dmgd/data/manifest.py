@@ -75,7 +75,7 @@ def build_manifest(recipe: Any, schedule: Any, backbone: Any, real: Any, class_i
         "model_class_ids": [int(c) for c in class_ids],
         "layout": {
             "images": f"<class name>/<index as {image_name(0)}>.png",
-            "latents": f"latents/<class name>/<index as {image_name(0)}>.safetensors",
+            "latents": f"<class name>/<index as {image_name(0)}>.safetensors",
             "progress": ".progress-rank-<rank>.json (the current session's, one a rank)",
             "temporary": ".<file name>.tmp-<pid> beside the file, renamed over it when whole",
         },

@@ -2,7 +2,9 @@
 
     OUT/<class name>/<index>.png           the distilled images (index zero-padded, so the
                                            sorted order is the sampling order)
-    OUT/latents/<class name>/<index>.safetensors   each image's clean latent (float32, exact)
+    OUT/<class name>/<index>.safetensors   each image's clean latent (float32, exact), beside
+                                           its PNG: ImageFolder readers take only images, and a
+                                           latents folder would look like a class to them
     OUT/manifest.json                      what was run, with what, and how far it got
     OUT/.progress-rank-<r>.json            rank r's progress in the current session
 
@@ -134,7 +136,7 @@ class RunStore:
         return self.root / self.class_names[cls] / f"{image_name(index)}.png"
 
     def latent_path(self, cls: int, index: int) -> Path:
-        return self.root / LATENTS / self.class_names[cls] / f"{image_name(index)}.safetensors"
+        return self.root / self.class_names[cls] / f"{image_name(index)}.safetensors"
 
     def progress_path(self, rank: int) -> Path:
         return self.root / f"{PROGRESS_PREFIX}{int(rank)}.json"
