@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,12 @@ def test_class_count_mismatch_is_a_clear_error(tiny_latent_model, tmp_path):
     data = write_image_folder(tmp_path / "data", classes=4, per_class=4, size=16)
     with pytest.raises(RunError, match="the data has 4 classes and the model 3"):
         run(RECIPE, tmp_path / "out", model=str(tiny_latent_model), data=str(data), ipc=1)
+
+
+def test_mode_guidance_runs_from_the_noisiest_step_on_the_embedded_model(tmp_path):
+    """MGD3's pull -rho*sigma_t*(x0 - m_i) is applied on x0; through Tweedie's 1/sqrt(abar)
+    it overflowed at high noise (a GuidanceError at step 7 of recipes/mgd3.dmgd)."""
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "mgd3.dmgd"
+    result = run(recipe, tmp_path / "out", ipc=2)
+    assert result.manifest["status"] == "complete"
+    assert len(_pngs(tmp_path / "out")) == 20

@@ -273,7 +273,10 @@ class StepRunner:
                     bad = _bad_rows(e.reshape(e.shape[0], -1))
                     if bad is not None:
                         raise fail("energy", use.term, bad)
-                    parts.append((use, rho * e.sum()))
+                    # An energy defined on x0 (mode guidance: -rho*sigma_t*(x0 - m)) is scaled by
+                    # sqrt(abar) so that its z_t-gradient is its x0-gradient, not 1/sqrt(abar) times it.
+                    scale = a if getattr(impl, "pulls_x0", False) else 1.0
+                    parts.append((use, rho * scale * e.sum()))
                     total = parts[-1][1] if total is None else total + parts[-1][1]
                 (grad,) = torch.autograd.grad(total, z, retain_graph=len(parts) > 1, allow_unused=True)
             if grad is None:

@@ -13,6 +13,10 @@ class ModeImpl:
     def target_k(self, values, ipc):
         return int(ipc)
 
+    # The update is applied to x0's gradient as it stands (MGD3's -rho*sigma_t*(x0 - m_i)),
+    # not through Tweedie's 1/sqrt(abar), which overflows at high noise.
+    pulls_x0 = True
+
     def energy(self, x0, memory, target, values):
         from dmgd.guidance.transport import mode_energy
 
