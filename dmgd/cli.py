@@ -786,7 +786,10 @@ def eval_command(
     except DmgdError as err:
         if progress is not None:
             progress.close()
-        console.print(f"[bold red]error:[/bold red] {err}")
+        from rich.markup import escape
+
+        # One unwrapped line: a path in the message must stay whole to be copied.
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         if progress is not None:
