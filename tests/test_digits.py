@@ -77,7 +77,26 @@ def test_tensors_range_shape_and_mapping():
     assert set(y.tolist()) == set(range(10)) == set(yt.tolist())
     assert CLASS_NAMES == tuple("0123456789")
     with pytest.raises(ValueError):
-        s.indices("val")
+        s.indices("validation")
+
+
+def test_fit_and_val_partition_train_stratified_and_never_touch_test():
+    s = load_split()
+    fit, val = s.indices("fit"), s.indices("val")
+    assert len(fit) == 1149 and len(val) == 288
+    assert np.array_equal(np.sort(np.concatenate([fit, val])), s.train_indices)
+    assert np.intersect1d(fit, s.test_indices).size == 0 == np.intersect1d(val, s.test_indices).size
+    counts_val = np.bincount(s.labels[val], minlength=10)
+    assert counts_val.min() >= 28
+    again = _fresh_split()
+    assert np.array_equal(again.val_indices, val)
+
+
+def test_val_split_writes_an_image_folder(tmp_path):
+    root = write_image_folder(tmp_path / "val", "val")
+    files = sorted(root.glob("*/*.png"))
+    assert len(files) == 288
+    assert {f.parent.name for f in files} == set(CLASS_NAMES)
 
 
 def test_to_uint8():

@@ -13,6 +13,12 @@ giving 1437 training and 360 test images, stratified by class. `train_indices` a
 used to train the embedded DiT or to build distillation targets; the test split is for
 evaluation only.
 
+For choosing recipe values without looking at the test split, the train split is split
+once more, the same way (`train_test_split(train, test_size=0.2, stratify=..,
+random_state=0)`): "fit" (1149 images: what tuned runs build their k-means targets from)
+and "val" (288 images: what tuned values are scored on). `benchmarks/tune_digits.py` uses
+them.
+
 Images are float32 tensors in [-1, 1], shape [N, 1, 8, 8] (pixel value v -> v / 8 - 1).
 As PNGs (`write_image_folder`) they are 8x8 grayscale uint8, round((x + 1) * 127.5).
 """
@@ -50,6 +56,8 @@ class DigitsSplit:
     labels: np.ndarray = field(converter=_frozen_array, repr=False)  # [1797] int64
     train_indices: np.ndarray = field(converter=_frozen_array, repr=False)  # sorted
     test_indices: np.ndarray = field(converter=_frozen_array, repr=False)  # sorted
+    fit_indices: np.ndarray = field(converter=_frozen_array, repr=False)  # sorted, part of train
+    val_indices: np.ndarray = field(converter=_frozen_array, repr=False)  # sorted, rest of train
     class_names: tuple[str, ...] = CLASS_NAMES
 
     @property
@@ -57,11 +65,12 @@ class DigitsSplit:
         return len(self.class_names)
 
     def indices(self, split: str) -> np.ndarray:
-        if split == "train":
-            return self.train_indices
-        if split == "test":
-            return self.test_indices
-        raise ValueError(f"unknown split {split!r}: expected 'train' or 'test'")
+        """"train" / "test": the fixed split; "fit" / "val": the train split split again."""
+        splits = {"train": self.train_indices, "test": self.test_indices,
+                  "fit": self.fit_indices, "val": self.val_indices}
+        if split not in splits:
+            raise ValueError(f"unknown split {split!r}: expected one of {', '.join(splits)}")
+        return splits[split]
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(images float32 [N, 1, 8, 8] in [-1, 1], labels int64 [N]) as numpy arrays."""
@@ -90,11 +99,16 @@ def load_split() -> DigitsSplit:
     train, test = train_test_split(
         idx, test_size=TEST_SIZE, stratify=labels, random_state=SPLIT_SEED
     )
+    fit, val = train_test_split(
+        train, test_size=TEST_SIZE, stratify=labels[train], random_state=SPLIT_SEED
+    )
     return DigitsSplit(
         pixels=pixels,
         labels=labels,
         train_indices=np.sort(train).astype(np.int64),
         test_indices=np.sort(test).astype(np.int64),
+        fit_indices=np.sort(fit).astype(np.int64),
+        val_indices=np.sort(val).astype(np.int64),
     )
 
 
