@@ -14,20 +14,9 @@ from dmgd.language.compiler import compile_schedule
 from dmgd.language.diagnostics import RecipeError
 from dmgd.language.parser import parse_recipe
 from dmgd.language.schedule import NoiseLevels
+from language_helpers import ONE_LINE, REFERENCE
 
-REFERENCE = """\
-# DMGD reference schedule (CVPR 2026): DiT-XL/2, 50 respaced DDPM steps
-steps   = 50
-sampler = ddpm
-cfg     = 4.0
-
-t>=45:  explore
-25..45: softlabel(bs=0.01, bn=0.06)
-t<25:   refine
-30..45: ot(K=10, rho=0.05..0.5)
-"""
-
-ONE_LINE = "t>=45: explore; 25..45: softlabel(bs=0.01,bn=0.06); 30..45: ot(K=10,rho=0.05..0.5)\n"
+ONE_LINE_FILE = ONE_LINE + "\n"  # the one-line form as a file ends: with a newline
 
 
 def compile_text(text: str, **kwargs):
@@ -125,11 +114,11 @@ def test_reference_at_100_steps():
 
 def test_multi_line_and_one_line_forms_compile_to_the_same_schedule():
     a = compile_text(REFERENCE)
-    b = compile_text(ONE_LINE)
+    b = compile_text(ONE_LINE_FILE)
     assert a.steps == b.steps
     assert a.settings == b.settings
     for n in (10, 25, 37, 100):
-        a, b = compile_text(REFERENCE, steps=n), compile_text(ONE_LINE, steps=n)
+        a, b = compile_text(REFERENCE, steps=n), compile_text(ONE_LINE_FILE, steps=n)
         assert [(s.conditioning.term, s.conditioning.values, [e.values for e in s.energies]) for s in a.steps] == \
                [(s.conditioning.term, s.conditioning.values, [e.values for e in s.energies]) for s in b.steps]
     # The implicit refine of the one-line form carries rule None, the explicit one rule 2.

@@ -4,34 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
-import attrs
 import pytest
 
 from dmgd.language import canonical_hash, canonical_text, format_recipe, parse_recipe
-
-REFERENCE = """\
-# DMGD reference schedule (CVPR 2026): DiT-XL/2, 50 respaced DDPM steps
-steps   = 50
-sampler = ddpm
-cfg     = 4.0
-
-t>=45:  explore
-25..45: softlabel(bs=0.01, bn=0.06)
-t<25:   refine
-30..45: ot(K=10, rho=0.05..0.5)
-"""
-
-
-def meaning(node):
-    if isinstance(node, tuple):
-        return tuple(meaning(n) for n in node)
-    if attrs.has(type(node)):
-        return (type(node).__name__,) + tuple(
-            (f.name, meaning(getattr(node, f.name)))
-            for f in attrs.fields(type(node))
-            if f.name not in ("span", "name_span", "text", "source", "path", "comments")
-        )
-    return node
+from language_helpers import ONE_LINE, REFERENCE, meaning
 
 
 def fmt(text: str) -> str:
@@ -53,7 +29,7 @@ t<25: refine
 
 
 def test_one_line_form_is_split():
-    assert fmt("t>=45: explore; 25..45: softlabel(bs=0.01,bn=0.06); 30..45: ot(K=10,rho=0.05..0.5)") == """\
+    assert fmt(ONE_LINE) == """\
 t>=45: explore
 25..45: softlabel(bs=0.01, bn=0.06)
 30..45: ot(K=10, rho=0.05..0.5)

@@ -8,27 +8,15 @@
 
 from __future__ import annotations
 
-import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dmgd.language import RecipeError, format_recipe, parse_recipe, render_json, render_text
 from dmgd.language.parser import parse_fast, parse_with_lark
+from language_helpers import meaning
 
 PROFILE = settings(max_examples=200, derandomize=True, deadline=None, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def meaning(node):
-    if isinstance(node, tuple):
-        return tuple(meaning(n) for n in node)
-    if attrs.has(type(node)):
-        return (type(node).__name__,) + tuple(
-            (f.name, meaning(getattr(node, f.name)))
-            for f in attrs.fields(type(node))
-            if f.name not in ("span", "name_span", "text", "source", "path", "comments")
-        )
-    return node
 
 
 # --- a grammar of valid recipes ---------------------------------------------------------

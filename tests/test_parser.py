@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import attrs
 import pytest
 
 from dmgd.language import Diagnostic, RecipeError, parse_recipe, render_text
@@ -33,35 +32,9 @@ from dmgd.language.ast import (
 )
 from dmgd.language.grammar import grammar_path, grammar_text
 from dmgd.language.parser import MAX_ERRORS, parse_fast, parse_with_lark
+from language_helpers import ONE_LINE, REFERENCE, meaning
 
 REPO = Path(__file__).resolve().parent.parent
-
-REFERENCE = """\
-# DMGD reference schedule (CVPR 2026): DiT-XL/2, 50 respaced DDPM steps
-steps   = 50
-sampler = ddpm
-cfg     = 4.0
-
-t>=45:  explore
-25..45: softlabel(bs=0.01, bn=0.06)
-t<25:   refine
-30..45: ot(K=10, rho=0.05..0.5)
-"""
-
-SPEC_ONE_LINE = "t>=45: explore; 25..45: softlabel(bs=0.01,bn=0.06); 30..45: ot(K=10,rho=0.05..0.5)"
-
-
-def meaning(node):
-    """A node without its spans and number spellings: what it means."""
-    if isinstance(node, tuple):
-        return tuple(meaning(n) for n in node)
-    if attrs.has(type(node)):
-        return (type(node).__name__,) + tuple(
-            (f.name, meaning(getattr(node, f.name)))
-            for f in attrs.fields(type(node))
-            if f.name not in ("span", "name_span", "text", "source", "path", "comments")
-        )
-    return node
 
 
 def errors_of(text: str) -> tuple[Diagnostic, ...]:
@@ -133,21 +106,21 @@ def test_one_line_form_equals_multi_line_form():
 
 
 def test_spec_one_line_form():
-    one = parse_recipe(SPEC_ONE_LINE)
+    one = parse_recipe(ONE_LINE)
     multi = parse_recipe(REFERENCE)
     # The spec's one-line form leaves out the settings (all defaults) and `t<25: refine`
     # (implicit): the rules it has are the reference recipe's.
     rules = [s for i, s in enumerate(multi.statements) if isinstance(s, Rule) and i != 5]
     assert meaning(one.statements) == meaning(tuple(rules))
     assert [s.span.line for s in one.statements] == [1, 1, 1]
-    assert SPEC_ONE_LINE[one.statements[1].span.start:one.statements[1].span.end] == \
+    assert ONE_LINE[one.statements[1].span.start:one.statements[1].span.end] == \
         "25..45: softlabel(bs=0.01,bn=0.06)"
 
 
 def test_spec_one_line_form_compiles_to_the_same_schedule():
     compiler = pytest.importorskip("dmgd.language.compiler")
     multi = compiler.compile_schedule(parse_recipe(REFERENCE))
-    one = compiler.compile_schedule(parse_recipe(SPEC_ONE_LINE))
+    one = compiler.compile_schedule(parse_recipe(ONE_LINE))
     assert len(one.steps) == 50
     assert one.steps == multi.steps
 
@@ -268,7 +241,7 @@ def test_comment_only_recipe_keeps_comments():
 
 
 def test_fast_path_and_lark_agree_on_the_reference():
-    for text in (REFERENCE, SPEC_ONE_LINE, "", "# c\n*: x(a=\"s\")"):
+    for text in (REFERENCE, ONE_LINE, "", "# c\n*: x(a=\"s\")"):
         fast = parse_fast(text)
         slow = parse_with_lark(text)
         assert fast is not None
@@ -434,7 +407,7 @@ def test_grammar_is_strict_lalr():
 
     parser = build_lark(strict=True)  # raises on any conflict or terminal collision
     assert parser.options.parser == "lalr"
-    assert len(parser.parse(SPEC_ONE_LINE).children) == 3
+    assert len(parser.parse(ONE_LINE).children) == 3
 
 
 def test_grammar_location_in_checkout():
