@@ -1,31 +1,41 @@
 """Quality benchmark (issue 4): what the distilled digits sets are worth, recipe by recipe.
 
-    python benchmarks/quality.py [--out DIR] [--seeds 5] [--ipcs 1 10 50] [--epochs N]
-                                 [--jobs 2] [--quick] [--only NAME ...]
+    python benchmarks/quality.py [--out DIR] [--ipcs 1 10 50] [--gen-seeds 0 1 2] [--seeds 2]
+                                 [--ipc50-seeds 5] [--epochs N] [--jobs 2] [--quick] [--only NAME ...]
 
 On the embedded default (the tiny DiT on scikit-learn's digits), for every IPC: random
-real (`dmgd sample-real`), baseline.dmgd, sm-only.dmgd, dm-only.dmgd, dmgd.dmgd, mean.dmgd
-and mgd3.dmgd. Then
+real (`dmgd sample-real`), baseline.dmgd, sm-only.dmgd, dm-only.dmgd, dmgd.dmgd, mean.dmgd,
+mgd3.dmgd, and the values tuned on the validation split (benchmarks/tune_digits.py):
+digits.dmgd and digits-baseline.dmgd (the same sampler at digits.dmgd's CFG, no guidance).
+Then
 
-* `dmgd.evaluate` (ConvNet-6, digits preset, a FIXED short schedule chosen for a 2-core
-  CPU, see EPOCHS and docs/benchmarks.md) trains one classifier per (set, IPC, seed) and
-  tests it on the real digits test split: last-epoch top-1 (no test-set selection);
-* two training-free probes of the same sets, deterministic: logistic regression and
-  1-nearest-neighbour trained on the set, tested on the test split;
-* two figures of the sets themselves: the OT distance of each class's synthetic images
-  to that class's WHOLE real train distribution (every train image of the class, uniform
-  masses; pixels flattened, L2-normalised, Euclidean cost: `ot_distance`, a number in
-  [0, 2]) and the diversity (mean pairwise L2 distance within a class, pixels in [-1, 1]),
-  each averaged over the classes.
+* `dmgd.evaluate` (ConvNet-6, the digits preset with its FULL schedule: 300 epochs at IPC 1,
+  200 at IPC 10, 150 at IPC 50; one test evaluation at the last epoch, nothing selected on
+  the test set) trains classifiers on each set and tests them on the real digits test split;
+* two training-free probes of the generation-seed-0 sets, deterministic: logistic
+  regression and 1-nearest-neighbour trained on the set, tested on the test split;
+* two figures of those sets: the OT distance of each class's synthetic images to that
+  class's WHOLE real train distribution (every train image of the class, uniform masses;
+  pixels flattened, L2-normalised, Euclidean cost: `ot_distance`, in [0, 2]) and the
+  diversity (mean pairwise L2 distance within a class, pixels in [-1, 1]), averaged over
+  the classes;
+* the issue's comparisons: difference of means and whether it exceeds twice its standard
+  error (SE of a difference = sqrt(SE1^2 + SE2^2)).
+
+Seeds. At IPC 1 and 10 every set is generated with each of --gen-seeds (default 0, 1, 2)
+and --seeds classifiers (default 2) are trained on each generation: n = 6 trainings, and
+the spread includes the generation's. IPC-50 generation costs minutes a set on a CPU, so
+at IPC 50 only generation seed 0, with --ipc50-seeds classifiers (default 5).
 
 Generation. Greedy progressive matching has a prefix property (sample i depends only on
 samples < i, and each sample draws from its own generator seeded by (seed, class, index)),
-so ONE IPC-50 run per recipe gives the IPC-10 and IPC-1 sets as its first 10 / 1 images
-per class (`EvalConfig(ipc=...)` reads the first IPC files per class in sorted order =
-sampling order). `--check-prefix` verifies it (IPC 3 vs IPC 2, same seed: same bytes).
-mgd3.dmgd is the exception (mode guidance uses K = ipc modes): one run per IPC. Random
-real: one `sample-real` draw per IPC (seed 0; numpy's choice without replacement is not
-prefix-stable). Generation seed 0 for every recipe.
+so the IPC-50 run (generation seed 0) gives the IPC-10 and IPC-1 sets as its first 10 / 1
+images per class, and the IPC-10 runs of the other generation seeds give their IPC-1 sets
+(`EvalConfig(ipc=...)` reads the first IPC files per class in sorted order = sampling
+order). `--check-prefix` verifies it (IPC 3 vs IPC 2, same seed: same bytes). mgd3.dmgd is
+the exception (mode guidance uses K = ipc modes): one run per IPC. Random real: one
+`sample-real` draw per IPC and generation seed (numpy's choice without replacement is not
+prefix-stable).
 
 Everything is cached under --out (default ~/.cache/dmgd/bench/quality): sets, and one
 JSON line per finished training in results.jsonl, so a rerun (or an interrupted run)
@@ -45,14 +55,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ("baseline", "sm-only", "dm-only", "dmgd", "mean", "mgd3")
+RECIPES = ("baseline", "sm-only", "dm-only", "dmgd", "mean", "mgd3", "digits-baseline", "digits")
 SETS = ("real",) + RECIPES
-LABELS = {"real": "random real", "baseline": "baseline.dmgd", "sm-only": "sm-only.dmgd",
-          "dm-only": "dm-only.dmgd", "dmgd": "dmgd.dmgd", "mean": "mean.dmgd", "mgd3": "mgd3.dmgd"}
-# Training epochs by IPC: a fixed short schedule (about 50-80 optimizer steps; batch 64) so
-# that 105 trainings fit a loaded 2-core CPU. The digits preset's own (200/150 epochs) costs
-# minutes per training here. Evaluated once, at the last epoch.
-EPOCHS = {1: 50, 10: 30, 50: 10}
+PER_IPC = ("real", "mgd3")  # sets generated once per IPC (no prefix property)
+LABELS = {"real": "random real", **{n: f"{n}.dmgd" for n in RECIPES}}
+# The issue's comparisons: (better?, than), at IPC 10 and 50.
+COMPARISONS = (("dmgd", "baseline"), ("digits", "baseline"), ("digits", "digits-baseline"),
+               ("dm-only", "mean"))
 DOCS = ROOT / "docs" / "benchmarks"
 
 
@@ -60,12 +69,13 @@ def default_out() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dmgd" / "bench" / "quality"
 
 
-def set_dir(out: Path, name: str, ipc: int, max_ipc: int) -> Path:
-    """Where the set evaluated at `ipc` lives (greedy recipes: the max-IPC run)."""
+def set_dir(out: Path, name: str, ipc: int, gen: int, max_ipc: int) -> Path:
+    """Where the set evaluated at (`ipc`, generation seed `gen`) lives: greedy recipes read the
+    prefix of the max-IPC run (generation seed 0) or of the IPC-10 run (other seeds)."""
     if name == "real":
-        return out / "sets" / f"real-ipc{ipc}-seed0"
-    gen_ipc = ipc if name == "mgd3" else max_ipc
-    return out / "sets" / f"{name}-ipc{gen_ipc}-gen0"
+        return out / "sets" / f"real-ipc{ipc}-seed{gen}"
+    gen_ipc = ipc if name in PER_IPC else (max_ipc if gen == 0 else min(max_ipc, 10))
+    return out / "sets" / f"{name}-ipc{gen_ipc}-gen{gen}"
 
 
 def finished(d: Path) -> bool:
@@ -77,37 +87,56 @@ def finished(d: Path) -> bool:
     return m.get("status", "complete") not in ("running", "failed")
 
 
-def generate(out: Path, ipcs: list[int], names: tuple[str, ...] = SETS,
-             failed: dict[str, str] | None = None) -> dict[str, float]:
-    """Make every set that is missing; returns seconds per generated set. A run that fails
-    is reported (in `failed`: set directory name -> the error) and left out, not fatal."""
+def wanted_sets(out: Path, ipcs: list[int], gen_seeds: list[int], names) -> list[tuple[str, int, int, Path]]:
+    """(name, ipc to generate, generation seed, directory) of every set the benchmark reads."""
+    max_ipc, found = max(ipcs), {}
+    for name in names:
+        for ipc in ipcs:
+            for gen in seeds_for(ipc, gen_seeds):
+                d = set_dir(out, name, ipc, gen, max_ipc)
+                gen_ipc = ipc if name in PER_IPC else (max_ipc if gen == 0 else min(max_ipc, 10))
+                found.setdefault(d, (name, gen_ipc, gen, d))
+    return list(found.values())
+
+
+def seeds_for(ipc: int, gen_seeds: list[int]) -> list[int]:
+    return [0] if ipc >= 50 else gen_seeds
+
+
+def generate(out: Path, ipcs: list[int], gen_seeds: list[int], names=SETS,
+             failed: dict[str, str] | None = None, jobs: int = 2) -> dict[str, float]:
+    """Make every set that is missing, `jobs` at a time; returns seconds per generated set. A
+    run that fails is reported (in `failed`: directory name -> the error) and left out."""
+    todo = [w for w in wanted_sets(out, ipcs, gen_seeds, names) if not finished(w[3])]
+    todo.sort(key=lambda w: -w[1])  # the long IPC-50 runs first
+    seconds = {}
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for fut in as_completed([pool.submit(generate_one, w) for w in todo]):
+            name, took, error = fut.result()
+            if error:
+                print(f"FAILED {name}: {error}", flush=True)
+                if failed is not None:
+                    failed[name] = error
+            else:
+                seconds[name] = took
+                print(f"generated {name} in {took:.0f} s", flush=True)
+    return seconds
+
+
+def generate_one(w: tuple[str, int, int, Path]) -> tuple[str, float, str | None]:
     import dmgd
     from dmgd.data.sample_real import sample_real
 
-    seconds = {}
-    max_ipc = max(ipcs)
-    wanted = []
-    for name in names:
-        for ipc in (ipcs if name in ("real", "mgd3") else [max_ipc]):
-            wanted.append((name, ipc, set_dir(out, name, ipc, max_ipc)))
-    for name, ipc, d in wanted:
-        if finished(d):
-            continue
-        tic = time.perf_counter()
-        try:
-            if name == "real":
-                sample_real(d, ipc, seed=0, overwrite=True)
-            else:
-                dmgd.run(ROOT / "recipes" / f"{name}.dmgd", d, ipc=ipc, seed=0, overwrite=True)
-        except Exception as error:  # noqa: BLE001 - a failed recipe is a result, not a crash
-            message = f"{type(error).__name__}: {error}"
-            print(f"FAILED {d.name}: {message}", flush=True)
-            if failed is not None:
-                failed[d.name] = message
-            continue
-        seconds[d.name] = time.perf_counter() - tic
-        print(f"generated {d.name} in {seconds[d.name]:.0f} s", flush=True)
-    return seconds
+    name, ipc, gen, d = w
+    tic = time.perf_counter()
+    try:
+        if name == "real":
+            sample_real(d, ipc, seed=gen, overwrite=True)
+        else:
+            dmgd.run(ROOT / "recipes" / f"{name}.dmgd", d, ipc=ipc, seed=gen, overwrite=True)
+    except Exception as error:  # noqa: BLE001 - a failed recipe is a result, not a crash
+        return d.name, 0.0, f"{type(error).__name__}: {error}"
+    return d.name, time.perf_counter() - tic, None
 
 
 def check_prefix(out: Path) -> bool:
@@ -159,25 +188,38 @@ def set_figures(d: Path, ipc: int) -> dict[str, float]:
 # --- classifier trainings ------------------------------------------------------------------
 
 
+def full_epochs(ipc: int) -> int:
+    from dmgd.evaluation.protocol import digits_epochs
+
+    return digits_epochs(ipc)
+
+
 def eval_config(ipc: int, seed: int, epochs: int | None):
     from dmgd.evaluation.protocol import EvalConfig
 
-    e = epochs or EPOCHS.get(ipc, 10)
+    e = epochs or full_epochs(ipc)
     return EvalConfig(ipc=ipc, epochs=e, eval_every=e, seeds=(seed,), preset="digits", model="convnet",
                       device="cpu")
 
 
-def train_job(job: tuple[str, int, int, str, int | None]) -> dict:
+def train_job(job: tuple[str, int, int, int, str, int | None]) -> dict:
     import torch
 
     torch.set_num_threads(1)
     from dmgd.evaluation.protocol import evaluate
 
-    name, ipc, seed, d, epochs = job
+    name, ipc, gen, seed, d, epochs = job
     tic = time.perf_counter()
     r = evaluate(d, config=eval_config(ipc, seed, epochs), write=False)
-    return {"set": name, "ipc": ipc, "seed": seed, "acc": r.seeds[0].last, "seconds": time.perf_counter() - tic,
-            "config": r.config.to_dict(), "dir": d}
+    return {"set": name, "ipc": ipc, "gen": gen, "seed": seed, "acc": r.seeds[0].last,
+            "seconds": time.perf_counter() - tic, "config": r.config.to_dict(), "dir": d}
+
+
+def trainings(ipc: int, a: argparse.Namespace) -> list[tuple[int, int]]:
+    """(generation seed, classifier seed) pairs trained per set at this IPC."""
+    if ipc >= 50:
+        return [(0, s) for s in range(a.ipc50_seeds)]
+    return [(g, i * a.seeds + k) for i, g in enumerate(a.gen_seeds) for k in range(a.seeds)]
 
 
 def load_results(path: Path) -> list[dict]:
@@ -193,12 +235,29 @@ def stats(values: list[float]) -> dict[str, float]:
     return {"n": n, "mean": m, "std": sd, "se": sd / math.sqrt(n) if n > 1 else float("nan")}
 
 
+def comparisons(summary: dict, ipcs: list[int]) -> list[dict]:
+    rows = []
+    for better, than in COMPARISONS:
+        for ipc in ipcs:
+            x, y = summary.get(better, {}).get(str(ipc)), summary.get(than, {}).get(str(ipc))
+            if not x or not y:
+                continue
+            diff, se = x["mean"] - y["mean"], math.sqrt(x["se"] ** 2 + y["se"] ** 2)
+            rows.append({"set": better, "than": than, "ipc": ipc, "diff": diff, "se": se,
+                         "holds": diff > 2 * se})
+    return rows
+
+
 # --- report ------------------------------------------------------------------------------------
 
 
-def table(summary: dict, figures: dict, ipcs: list[int]) -> str:
-    lines = ["ConvNet-6 trained on the set, top-1 % on the real digits test split (360 images), "
-             "last epoch, mean +- std (SE) over classifier seeds (n):", "",
+def table(summary: dict, figures: dict, compared: list[dict], ipcs: list[int], a: argparse.Namespace) -> str:
+    schedule = "the preset's full schedule" if not a.epochs else "a SHORTENED schedule (--epochs)"
+    lines = [f"ConvNet-6 trained on the set (digits preset, {schedule}: "
+             + ", ".join(f"{a.epochs or full_epochs(i)} epochs at IPC {i}" for i in ipcs)
+             + "), top-1 % on the real digits test split (360 images), last epoch, mean +- std (SE, n) over "
+             f"trainings: at IPC < 50, generation seeds {a.gen_seeds} x {a.seeds} classifier seeds each; at "
+             f"IPC 50, generation seed 0 x {a.ipc50_seeds} classifier seeds.", "",
              "| set | " + " | ".join(f"IPC {i}" for i in ipcs) + " |",
              "| --- | " + " | ".join("---" for _ in ipcs) + " |"]
     for name in SETS:
@@ -207,6 +266,12 @@ def table(summary: dict, figures: dict, ipcs: list[int]) -> str:
             s = summary.get(name, {}).get(str(ipc))
             cells.append(f"{s['mean']:.1f} +- {s['std']:.1f} ({s['se']:.1f}, n={s['n']})" if s else "-")
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    lines += ["", "The issue's comparisons (difference of means; it holds when it exceeds twice the SE of the "
+              "difference, sqrt(SE1^2 + SE2^2)):", "",
+              "| comparison | IPC | difference | 2 SE | holds |", "| --- | --- | --- | --- | --- |"]
+    for c in compared:
+        lines.append(f"| {LABELS[c['set']]} > {LABELS[c['than']]} | {c['ipc']} | {c['diff']:+.2f} | "
+                     f"{2 * c['se']:.2f} | {'yes' if c['holds'] else 'no'} |")
     lines += ["", "Training-free probes and set figures (deterministic; generation seed 0): logistic regression "
               "/ 1-NN top-1 % on the test split; OT = mean over classes of the exact OT distance to the "
               "class's whole real train set (sphere, [0, 2], lower = closer); div = mean pairwise L2 "
@@ -228,7 +293,7 @@ def chart(summary: dict, ipcs: list[int], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.8))
     width = 0.8 / len(SETS)
     for j, name in enumerate(SETS):
         xs, ms, es = [], [], []
@@ -242,9 +307,10 @@ def chart(summary: dict, ipcs: list[int], path: Path) -> None:
             ax.bar(xs, ms, width, yerr=es, capsize=2, label=LABELS[name], color=f"C{j}")
     ax.set_xticks(range(len(ipcs)), [f"IPC {i}" for i in ipcs])
     ax.set_ylabel("top-1 % on real digits test (ConvNet-6)")
-    ax.set_title("Distilled digits sets: mean over classifier seeds, error bars = standard error")
-    ax.legend(fontsize=8, ncol=4, loc="upper left")
-    ax.set_ylim(0, 100)
+    ax.set_title("Distilled digits sets: mean over trainings, error bars = standard error")
+    ax.legend(fontsize=8, ncol=5, loc="lower right")
+    lows = [s["mean"] for v in summary.values() for s in v.values()]
+    ax.set_ylim(max(0, min(lows, default=0) - 10), 100)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -252,19 +318,21 @@ def chart(summary: dict, ipcs: list[int], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=default_out())
-    p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--ipcs", type=int, nargs="+", default=[1, 10, 50])
-    p.add_argument("--epochs", type=int, default=None, help="epochs for every IPC (default: EPOCHS by IPC)")
-    p.add_argument("--jobs", type=int, default=2, help="parallel trainings (one thread each)")
+    p.add_argument("--gen-seeds", type=int, nargs="+", default=[0, 1, 2], help="generation seeds at IPC < 50")
+    p.add_argument("--seeds", type=int, default=2, help="classifier seeds per generation at IPC < 50")
+    p.add_argument("--ipc50-seeds", type=int, default=5, help="classifier seeds at IPC 50 (generation seed 0)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs for every IPC (default: the preset's)")
+    p.add_argument("--jobs", type=int, default=2, help="parallel generations and trainings (one thread each)")
     p.add_argument("--only", nargs="+", choices=SETS, default=None,
                    help="sets to generate, measure and train (the report still shows every cached result)")
-    p.add_argument("--quick", action="store_true", help="IPC 1 and 10, 2 seeds, 5 epochs: a smoke test")
+    p.add_argument("--quick", action="store_true", help="IPC 1 and 2, generation seed 0, 2 seeds, 5 epochs")
     p.add_argument("--check-prefix", action="store_true")
     p.add_argument("--no-train", action="store_true", help="generate and compute the set figures only")
     p.add_argument("--docs", type=Path, default=DOCS)
     a = p.parse_args(argv)
     if a.quick:
-        a.ipcs, a.seeds, a.epochs = [1, 10], 2, a.epochs or 5
+        a.ipcs, a.gen_seeds, a.seeds, a.epochs = [1, 2], [0], 2, a.epochs or 5
     out = a.out.expanduser()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -272,41 +340,39 @@ def main(argv: list[str] | None = None) -> int:
         check_prefix(out)
     names = tuple(a.only) if a.only else SETS
     failed: dict[str, str] = {}
-    gen = generate(out, a.ipcs, names, failed)
+    gen = generate(out, a.ipcs, a.gen_seeds, names, failed, a.jobs)
     max_ipc = max(a.ipcs)
 
-    def ready(name: str, ipc: int) -> bool:
-        return finished(set_dir(out, name, ipc, max_ipc))
+    def where(name: str, ipc: int, g: int) -> Path:
+        return set_dir(out, name, ipc, g, max_ipc)
 
     figures: dict = {}
-    for name in names:
+    for name in SETS:
         for ipc in a.ipcs:
-            if not ready(name, ipc):
+            if not finished(where(name, ipc, 0)):
                 continue
-            figures.setdefault(name, {})[str(ipc)] = set_figures(set_dir(out, name, ipc, max_ipc), ipc)
+            figures.setdefault(name, {})[str(ipc)] = set_figures(where(name, ipc, 0), ipc)
             f = figures[name][str(ipc)]
-            print(f"{LABELS[name]:14s} IPC {ipc:3d}: OT {f['ot']:.4f}  diversity {f['diversity']:.3f}  "
+            print(f"{LABELS[name]:20s} IPC {ipc:3d}: OT {f['ot']:.4f}  diversity {f['diversity']:.3f}  "
                   f"logreg {f['logreg']:.1f}  1-NN {f['knn1']:.1f}", flush=True)
 
     results_path = out / "results.jsonl"
-    done = {(r["set"], r["ipc"], r["seed"], r["config"]["epochs"]) for r in load_results(results_path)}
+
+    def key(r: dict) -> tuple:
+        return r["set"], r["ipc"], r.get("gen", 0), r["seed"], r["config"]["epochs"]
+
+    done = {key(r) for r in load_results(results_path)}
     jobs = []
-    # priority: the issue's comparisons first (dmgd vs baseline, dm-only vs mean at IPC 10 and
-    # 50, every seed), then random real, sm-only, mgd3, then IPC 1: a run cut short still
-    # answers the main questions; the tables say n.
-    groups = [(("dmgd", "baseline"), (10, 50)), (("dm-only", "mean"), (10, 50)),
-              (("real", "sm-only", "mgd3"), (10, 50)), (SETS, (1,))]
-    for names, group_ipcs in groups:
-        for ipc in group_ipcs:
-            for seed in range(a.seeds):
-                for name in names:
-                    if ipc not in a.ipcs or (a.only and name not in a.only) or not ready(name, ipc):
-                        continue
-                    e = a.epochs or EPOCHS.get(ipc, 10)
-                    if (name, ipc, seed, e) not in done:
-                        jobs.append((name, ipc, seed, str(set_dir(out, name, ipc, max_ipc)), a.epochs))
-    seen = set()
-    jobs = [j for j in jobs if not (j[:3] in seen or seen.add(j[:3]))]
+    # the issue's comparisons first, IPC 50 (the longest) before 10, then the rest; a run cut
+    # short still answers the main questions; the tables say n.
+    order = ("digits", "digits-baseline", "baseline", "dmgd", "dm-only", "mean", "real", "sm-only", "mgd3")
+    for ipc in sorted(a.ipcs, reverse=True):
+        for name in order:
+            for g, seed in trainings(ipc, a):
+                d = where(name, ipc, g)
+                e = a.epochs or full_epochs(ipc)
+                if name in names and finished(d) and (name, ipc, g, seed, e) not in done:
+                    jobs.append((name, ipc, g, seed, str(d), a.epochs))
     if a.no_train:
         jobs = []
     print(f"{len(jobs)} trainings to run, {a.jobs} at a time", flush=True)
@@ -315,27 +381,30 @@ def main(argv: list[str] | None = None) -> int:
             r = fut.result()
             with results_path.open("a") as fh:
                 fh.write(json.dumps(r) + "\n")
-            print(f"{LABELS[r['set']]:14s} IPC {r['ipc']:3d} seed {r['seed']}: {r['acc']:.1f}% "
+            print(f"{LABELS[r['set']]:20s} IPC {r['ipc']:3d} gen {r['gen']} seed {r['seed']}: {r['acc']:.1f}% "
                   f"({r['seconds']:.0f} s)", flush=True)
 
     results = load_results(results_path)
     summary: dict = {}
     for name in SETS:
         for ipc in a.ipcs:
-            e = a.epochs or EPOCHS.get(ipc, 10)
+            e = a.epochs or full_epochs(ipc)
+            want = set(trainings(ipc, a))
             accs = [r["acc"] for r in results if r["set"] == name and r["ipc"] == ipc
-                    and r["config"]["epochs"] == e and r["seed"] < a.seeds]
+                    and r["config"]["epochs"] == e and (r.get("gen", 0), r["seed"]) in want]
             if accs:
                 summary.setdefault(name, {})[str(ipc)] = stats(accs)
-    text = table(summary, figures, a.ipcs)
+    compared = comparisons(summary, a.ipcs)
+    text = table(summary, figures, compared, a.ipcs, a)
     print(text)
     a.docs.mkdir(parents=True, exist_ok=True)
     configs = {str(i): eval_config(i, 0, a.epochs).to_dict() for i in a.ipcs}
     (a.docs / "quality.json").write_text(json.dumps({
-        "ipcs": a.ipcs, "seeds": a.seeds, "eval_config_by_ipc": configs, "summary": summary,
-        "figures": figures, "trainings": [r for r in results], "generation_seconds": gen, "generation_failed": failed,
+        "ipcs": a.ipcs, "gen_seeds": a.gen_seeds, "seeds_per_generation": a.seeds, "ipc50_seeds": a.ipc50_seeds,
+        "eval_config_by_ipc": configs, "summary": summary, "comparisons": compared,
+        "figures": figures, "trainings": [r for r in results if key(r)[4] == (a.epochs or full_epochs(r["ipc"]))],
+        "generation_seconds": gen, "generation_failed": failed,
         "wall_seconds_this_call": time.perf_counter() - started,
-        "sets": {n: {str(i): set_dir(out, n, i, max_ipc).name for i in a.ipcs} for n in SETS},
     }, indent=1))
     (a.docs / "quality.md").write_text(text)
     chart(summary, a.ipcs, a.docs / "quality.png")
