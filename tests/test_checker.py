@@ -33,7 +33,19 @@ def test_shipped_recipes_are_clean(path):
 
 def test_the_shipped_recipes_are_there():
     assert {p.name for p in RECIPES} >= {"dmgd.dmgd", "baseline.dmgd", "sm-only.dmgd", "dm-only.dmgd",
-                                         "mean.dmgd", "mgd3.dmgd"}
+                                         "mean.dmgd", "mgd3.dmgd", "digits.dmgd", "digits-baseline.dmgd"}
+
+
+def test_digits_recipes_are_the_reference_and_baseline_at_cfg_2():
+    """What recipes/digits*.dmgd's comments promise: only the CFG differs from the files they tune."""
+    from dmgd.language.formatter import canonical_text
+
+    def at_cfg(name: str, cfg: str) -> str:
+        text = (RECIPES[0].parent / name).read_text(encoding="utf-8").replace("cfg = 4.0", f"cfg = {cfg}")
+        return canonical_text(parse_recipe(text, name))
+
+    for tuned, reference in (("digits.dmgd", "dmgd.dmgd"), ("digits-baseline.dmgd", "baseline.dmgd")):
+        assert at_cfg(tuned, "2.0") == at_cfg(reference, "2.0")
 
 
 # --- names ------------------------------------------------------------------------------
