@@ -16,6 +16,10 @@ Stages, each choosing on the previous one's winner (the order the issue's diagno
 2. rho: the reference recipe (dmgd.dmgd: explore, soft labels, refine, OT on 30..45 with
    K = 10) at the chosen CFG, its rho ramp 0.05..0.5 multiplied by each of RHO_SCALES.
 3. K and the OT window around the chosen rho.
+4. With --ipc50: a check at IPC 50 (generation seed 0 only, it costs minutes a set): the
+   chosen CFG's baseline, the chosen recipe, and the chosen recipe with rho x IPC50_RHO_SCALE,
+   to see whether a stronger OT pull pays where the synthetic set is further from the real
+   distribution. It chooses nothing; it is reported.
 
 Cached under --out (default ~/.cache/dmgd/bench/tune_digits): sets, and one JSON line per
 finished training in results.jsonl, so a rerun only does what is missing. Writes
@@ -42,6 +46,7 @@ RHO_SCALES = (1, 10, 30, 100, 300, 1000)
 REFERENCE_RHO = (0.05, 0.5)
 WINDOWS = ((30, 45), (25, 45), (15, 45))
 KS = (5, 10, 20)
+IPC50_RHO_SCALE = 300
 
 HEADER = "steps = 50\nsampler = ddpm\ncfg = {cfg}\n\n"
 BASELINE = HEADER + "*: refine\n"
@@ -70,7 +75,7 @@ def text_id(text: str) -> str:
 # --- one candidate x one generation seed: generate, measure, train --------------------------
 
 
-def job(args: tuple[str, str, int, tuple[int, ...], str, str, str]) -> list[dict]:
+def job(args: tuple[str, str, int, tuple[int, ...], str, str, str, int]) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
@@ -78,26 +83,26 @@ def job(args: tuple[str, str, int, tuple[int, ...], str, str, str]) -> list[dict
     import dmgd
     from dmgd.evaluation.protocol import EvalConfig, evaluate
 
-    name, text, gen_seed, seeds, out, fit, val = args
-    d = Path(out) / "sets" / f"{text_id(text)}-g{gen_seed}"
+    name, text, gen_seed, seeds, out, fit, val, ipc = args
+    d = Path(out) / "sets" / (f"{text_id(text)}-g{gen_seed}" + ("" if ipc == IPC else f"-ipc{ipc}"))
     tic = time.perf_counter()
     try:
-        dmgd.run(text, d, ipc=IPC, seed=gen_seed, data=fit, resume=(d / "manifest.json").is_file())
+        dmgd.run(text, d, ipc=ipc, seed=gen_seed, data=fit, resume=(d / "manifest.json").is_file())
     except Exception as error:  # noqa: BLE001 - a candidate that cannot be generated is a result
-        return [{"name": name, "text": text, "gen_seed": gen_seed, "error": f"{type(error).__name__}: {error}"}]
+        return [{"name": name, "text": text, "ipc": ipc, "gen_seed": gen_seed, "error": f"{type(error).__name__}: {error}"}]
     gen_seconds = time.perf_counter() - tic
-    figures = set_figures(d, fit, val)
+    figures = set_figures(d, fit, val, ipc)
     rows = []
     for seed in seeds:
-        config = EvalConfig(ipc=IPC, preset="digits", model="convnet", seeds=(seed,), eval_every=1000, device="cpu")
+        config = EvalConfig(ipc=ipc, preset="digits", model="convnet", seeds=(seed,), eval_every=1000, device="cpu")
         r = evaluate(d, val, config, write=False)
-        rows.append({"name": name, "text": text, "gen_seed": gen_seed, "seed": seed, "val": r.seeds[0].last,
+        rows.append({"name": name, "text": text, "ipc": ipc, "gen_seed": gen_seed, "seed": seed, "val": r.seeds[0].last,
                      "epochs": r.config.epochs, "gen_seconds": gen_seconds, "train_seconds": r.seeds[0].seconds,
                      **figures})
     return rows
 
 
-def set_figures(d: Path, fit: str, val: str) -> dict[str, float]:
+def set_figures(d: Path, fit: str, val: str, ipc: int) -> dict[str, float]:
     """OT distance to each class's fit images and diversity (train data only), and a logistic
     regression fitted on the set, scored on val."""
     import torch
@@ -107,7 +112,7 @@ def set_figures(d: Path, fit: str, val: str) -> dict[str, float]:
     from dmgd.evaluation.protocol import read_distilled
     from dmgd.guidance.transport import ot_distance
 
-    s = read_distilled(d, ipc=IPC, preset="digits")
+    s = read_distilled(d, ipc=ipc, preset="digits")
     x, y = s.images.reshape(len(s.images), -1), s.labels
     real = load_image_folder(fit, channels=1)
     rx = torch.as_tensor(real.images).reshape(len(real.labels), -1)
@@ -134,8 +139,8 @@ def load_results(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def summarise(rows: list[dict], text: str) -> dict | None:
-    mine = [r for r in rows if r["text"] == text and "val" in r]
+def summarise(rows: list[dict], text: str, ipc: int) -> dict | None:
+    mine = [r for r in rows if r["text"] == text and r.get("ipc", IPC) == ipc and "val" in r]
     if not mine:
         return None
     vals = [r["val"] for r in mine]
@@ -151,11 +156,12 @@ def summarise(rows: list[dict], text: str) -> dict | None:
 
 
 def run_stage(label: str, candidates: list[tuple[str, str]], a: argparse.Namespace, fit: str, val: str,
-              results: Path) -> dict[str, dict]:
+              results: Path, ipc: int = IPC, gen_seeds: list[int] | None = None) -> dict[str, dict]:
     """Run what is missing of the candidates; returns name -> summary (failed: error)."""
-    done = {(r["text"], r["gen_seed"]) for r in load_results(results)}
-    jobs = [(name, text, g, tuple(a.seeds), str(a.out), fit, val)
-            for name, text in candidates for g in a.gen_seeds if (text, g) not in done]
+    gen_seeds = gen_seeds or a.gen_seeds
+    done = {(r["text"], r.get("ipc", IPC), r["gen_seed"]) for r in load_results(results)}
+    jobs = [(name, text, g, tuple(a.seeds), str(a.out), fit, val, ipc)
+            for name, text in candidates for g in gen_seeds if (text, ipc, g) not in done]
     print(f"stage {label}: {len(candidates)} candidates, {len(jobs)} generations to run", flush=True)
     with ProcessPoolExecutor(max_workers=a.jobs) as pool:
         for rows in pool.map(job, jobs):
@@ -168,8 +174,8 @@ def run_stage(label: str, candidates: list[tuple[str, str]], a: argparse.Namespa
     rows = load_results(results)
     summary = {}
     for name, text in candidates:
-        s = summarise(rows, text)
-        errors = [r["error"] for r in rows if r["text"] == text and "error" in r]
+        s = summarise(rows, text, ipc)
+        errors = [r["error"] for r in rows if r["text"] == text and r.get("ipc", IPC) == ipc and "error" in r]
         summary[name] = {"text": text, "stage": label, **(s or {}), **({"error": errors[0]} if errors else {})}
         print(f"  {name:48s} " + (f"val {s['mean']:.2f} +- {s['se']:.2f} (n={s['n']})  OT {s['ot']:.3f}  "
                                   f"div {s['diversity']:.2f}  logreg {s['logreg_val']:.1f}" if s else errors[0]),
@@ -183,7 +189,8 @@ def best(summary: dict[str, dict]) -> str:
 
 
 def report(stages: dict[str, dict], chosen: str, a: argparse.Namespace) -> str:
-    lines = [f"Validation accuracy (ConvNet-6, digits preset, {IPC} images per class, last epoch), "
+    lines = [f"Validation accuracy (ConvNet-6, digits preset, {IPC} images per class unless the stage says "
+             "otherwise, last epoch), "
              f"targets from the fit split, scored on the val split; mean +- SE over generation seeds "
              f"{list(a.gen_seeds)} x classifier seeds {list(a.seeds)}. OT: to each class's fit images; "
              "div: mean pairwise L2 within a class; logreg: logistic regression on the set, val top-1 %.", ""]
@@ -206,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--gen-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--ipc50", action="store_true", help="also stage 4, the IPC-50 check (about 15 minutes)")
     p.add_argument("--docs", type=Path, default=DOCS)
     a = p.parse_args(argv)
     a.out = a.out.expanduser()
@@ -226,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     stages["3 (window, K)"] = run_stage("3 (window, K)", third, a, fit, val, results)
     everything = {n: s for st in stages.values() for n, s in st.items() if n.startswith("dmgd")}
     chosen = best(everything)
+    if a.ipc50:
+        chosen_scale = float(chosen.split("(")[1].split("x)")[0])
+        check = [baseline(cfg), (chosen, everything[chosen]["text"]),
+                 guided(cfg, chosen_scale * IPC50_RHO_SCALE)]
+        stages["4 (IPC 50 check, generation seed 0)"] = run_stage(
+            "4 (IPC 50 check, generation seed 0)", check, a, fit, val, results, ipc=50, gen_seeds=[0])
     text = report(stages, chosen, a)
     print(text)
     print("chosen:", chosen, "\n" + everything[chosen]["text"])
