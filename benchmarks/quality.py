@@ -293,7 +293,7 @@ def chart(summary: dict, ipcs: list[int], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 4.8))
+    fig, ax = plt.subplots(figsize=(11, 5.4))
     width = 0.8 / len(SETS)
     for j, name in enumerate(SETS):
         xs, ms, es = [], [], []
@@ -308,7 +308,7 @@ def chart(summary: dict, ipcs: list[int], path: Path) -> None:
     ax.set_xticks(range(len(ipcs)), [f"IPC {i}" for i in ipcs])
     ax.set_ylabel("top-1 % on real digits test (ConvNet-6)")
     ax.set_title("Distilled digits sets: mean over trainings, error bars = standard error")
-    ax.legend(fontsize=8, ncol=5, loc="lower right")
+    ax.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
     lows = [s["mean"] for v in summary.values() for s in v.values()]
     ax.set_ylim(max(0, min(lows, default=0) - 10), 100)
     fig.tight_layout()
