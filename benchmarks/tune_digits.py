@@ -1,6 +1,6 @@
 """Choose recipes/digits.dmgd's values on a validation part of the train split (issue 4).
 
-    python benchmarks/tune_digits.py [--out DIR] [--jobs 2] [--gen-seeds 0 1] [--seeds 0 1]
+    python benchmarks/tune_digits.py [--out DIR] [--jobs 2] [--gen-seeds 0 1] [--seeds 0 1] [--ipc50]
 
 The test split is never read. The digits' train split is split once more
 (`dmgd.data.digits`: "fit", 1149 images, and "val", 288, stratified, fixed): every run
