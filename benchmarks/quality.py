@@ -1,7 +1,8 @@
 """Quality benchmark (issue 4): what the distilled digits sets are worth, recipe by recipe.
 
     python benchmarks/quality.py [--out DIR] [--ipcs 1 10 50] [--gen-seeds 0 1 2] [--seeds 2]
-                                 [--ipc50-seeds 5] [--epochs N] [--jobs 2] [--quick] [--only NAME ...]
+                                 [--ipc50-gen-seeds 0] [--ipc50-seeds 5] [--epochs N] [--jobs 2]
+                                 [--quick] [--only NAME ...]
 
 On the embedded default (the tiny DiT on scikit-learn's digits), for every IPC: random
 real (`dmgd sample-real`), baseline.dmgd, sm-only.dmgd, dm-only.dmgd, dmgd.dmgd, mean.dmgd,
@@ -25,7 +26,9 @@ Then
 Seeds. At IPC 1 and 10 every set is generated with each of --gen-seeds (default 0, 1, 2)
 and --seeds classifiers (default 2) are trained on each generation: n = 6 trainings, and
 the spread includes the generation's. IPC-50 generation costs minutes a set on a CPU, so
-at IPC 50 only generation seed 0, with --ipc50-seeds classifiers (default 5).
+at IPC 50 by default only generation seed 0, with --ipc50-seeds classifiers (default 5);
+`--ipc50-gen-seeds 0 1 2 --ipc50-seeds 2` gives IPC 50 the design of the smaller IPCs
+(docs/benchmarks.md ran it for the goal's sets).
 
 Generation. Greedy progressive matching has a prefix property (sample i depends only on
 samples < i, and each sample draws from its own generator seeded by (seed, class, index)),
@@ -74,8 +77,15 @@ def set_dir(out: Path, name: str, ipc: int, gen: int, max_ipc: int) -> Path:
     prefix of the max-IPC run (generation seed 0) or of the IPC-10 run (other seeds)."""
     if name == "real":
         return out / "sets" / f"real-ipc{ipc}-seed{gen}"
-    gen_ipc = ipc if name in PER_IPC else (max_ipc if gen == 0 else min(max_ipc, 10))
-    return out / "sets" / f"{name}-ipc{gen_ipc}-gen{gen}"
+    return out / "sets" / f"{name}-ipc{generated_ipc(name, ipc, gen, max_ipc)}-gen{gen}"
+
+
+def generated_ipc(name: str, ipc: int, gen: int, max_ipc: int) -> int:
+    """The IPC of the run whose prefix is the set: seed 0 and IPCs above 10 read the max-IPC
+    run, other seeds at IPC <= 10 an IPC-10 run (cheaper); mgd3 and real are drawn per IPC."""
+    if name in PER_IPC:
+        return ipc
+    return max_ipc if gen == 0 or ipc > 10 else min(max_ipc, 10)
 
 
 def finished(d: Path) -> bool:
@@ -87,27 +97,23 @@ def finished(d: Path) -> bool:
     return m.get("status", "complete") not in ("running", "failed")
 
 
-def wanted_sets(out: Path, ipcs: list[int], gen_seeds: list[int], names) -> list[tuple[str, int, int, Path]]:
+def wanted_sets(out: Path, ipcs: list[int], gen_seeds: list[int], names,
+                ipc50_gen_seeds: list[int]) -> list[tuple[str, int, int, Path]]:
     """(name, ipc to generate, generation seed, directory) of every set the benchmark reads."""
     max_ipc, found = max(ipcs), {}
     for name in names:
         for ipc in ipcs:
-            for gen in seeds_for(ipc, gen_seeds):
+            for gen in (ipc50_gen_seeds if ipc >= 50 else gen_seeds):
                 d = set_dir(out, name, ipc, gen, max_ipc)
-                gen_ipc = ipc if name in PER_IPC else (max_ipc if gen == 0 else min(max_ipc, 10))
-                found.setdefault(d, (name, gen_ipc, gen, d))
+                found.setdefault(d, (name, generated_ipc(name, ipc, gen, max_ipc), gen, d))
     return list(found.values())
 
 
-def seeds_for(ipc: int, gen_seeds: list[int]) -> list[int]:
-    return [0] if ipc >= 50 else gen_seeds
-
-
 def generate(out: Path, ipcs: list[int], gen_seeds: list[int], names=SETS,
-             failed: dict[str, str] | None = None, jobs: int = 2) -> dict[str, float]:
+             failed: dict[str, str] | None = None, jobs: int = 2, ipc50_gen_seeds=(0,)) -> dict[str, float]:
     """Make every set that is missing, `jobs` at a time; returns seconds per generated set. A
     run that fails is reported (in `failed`: directory name -> the error) and left out."""
-    todo = [w for w in wanted_sets(out, ipcs, gen_seeds, names) if not finished(w[3])]
+    todo = [w for w in wanted_sets(out, ipcs, gen_seeds, names, list(ipc50_gen_seeds)) if not finished(w[3])]
     todo.sort(key=lambda w: -w[1])  # the long IPC-50 runs first
     seconds = {}
     with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -218,7 +224,7 @@ def train_job(job: tuple[str, int, int, int, str, int | None]) -> dict:
 def trainings(ipc: int, a: argparse.Namespace) -> list[tuple[int, int]]:
     """(generation seed, classifier seed) pairs trained per set at this IPC."""
     if ipc >= 50:
-        return [(0, s) for s in range(a.ipc50_seeds)]
+        return [(g, i * a.ipc50_seeds + k) for i, g in enumerate(a.ipc50_gen_seeds) for k in range(a.ipc50_seeds)]
     return [(g, i * a.seeds + k) for i, g in enumerate(a.gen_seeds) for k in range(a.seeds)]
 
 
@@ -264,7 +270,7 @@ def table(summary: dict, figures: dict, compared: list[dict], ipcs: list[int], a
              + ", ".join(f"{a.epochs or full_epochs(i)} epochs at IPC {i}" for i in ipcs)
              + "), top-1 % on the real digits test split (360 images), last epoch, mean +- std (SE, n) over "
              f"trainings: at IPC < 50, generation seeds {a.gen_seeds} x {a.seeds} classifier seeds each; at "
-             f"IPC 50, generation seed 0 x {a.ipc50_seeds} classifier seeds.", "",
+             f"IPC 50, generation seeds {a.ipc50_gen_seeds} x {a.ipc50_seeds} classifier seeds each.", "",
              "| set | " + " | ".join(f"IPC {i}" for i in ipcs) + " |",
              "| --- | " + " | ".join("---" for _ in ipcs) + " |"]
     for name in SETS:
@@ -328,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ipcs", type=int, nargs="+", default=[1, 10, 50])
     p.add_argument("--gen-seeds", type=int, nargs="+", default=[0, 1, 2], help="generation seeds at IPC < 50")
     p.add_argument("--seeds", type=int, default=2, help="classifier seeds per generation at IPC < 50")
-    p.add_argument("--ipc50-seeds", type=int, default=5, help="classifier seeds at IPC 50 (generation seed 0)")
+    p.add_argument("--ipc50-gen-seeds", type=int, nargs="+", default=[0], help="generation seeds at IPC 50")
+    p.add_argument("--ipc50-seeds", type=int, default=5, help="classifier seeds per generation at IPC 50")
     p.add_argument("--epochs", type=int, default=None, help="epochs for every IPC (default: the preset's)")
     p.add_argument("--jobs", type=int, default=2, help="parallel generations and trainings (one thread each)")
     p.add_argument("--only", nargs="+", choices=SETS, default=None,
@@ -347,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         check_prefix(out)
     names = tuple(a.only) if a.only else SETS
     failed: dict[str, str] = {}
-    gen = generate(out, a.ipcs, a.gen_seeds, names, failed, a.jobs)
+    gen = generate(out, a.ipcs, a.gen_seeds, names, failed, a.jobs, a.ipc50_gen_seeds)
     max_ipc = max(a.ipcs)
 
     def where(name: str, ipc: int, g: int) -> Path:
@@ -410,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = {**earlier.get("generation_seconds", {}), **gen}
     walls = earlier.get("wall_seconds_by_call", []) + [round(time.perf_counter() - started, 1)]
     (a.docs / "quality.json").write_text(json.dumps({
-        "ipcs": a.ipcs, "gen_seeds": a.gen_seeds, "seeds_per_generation": a.seeds, "ipc50_seeds": a.ipc50_seeds,
+        "ipcs": a.ipcs, "gen_seeds": a.gen_seeds, "seeds_per_generation": a.seeds, "ipc50_seeds": a.ipc50_seeds, "ipc50_gen_seeds": a.ipc50_gen_seeds,
         "eval_config_by_ipc": configs, "summary": summary, "comparisons": compared,
         "figures": figures, "trainings": [r for r in results if key(r)[4] == (a.epochs or full_epochs(r["ipc"]))],
         "generation_seconds": gen, "generation_failed": failed,
