@@ -1,6 +1,6 @@
 """Choose recipes/digits.dmgd's values on a validation part of the train split (issue 4).
 
-    python benchmarks/tune_digits.py [--out DIR] [--jobs 2] [--gen-seeds 0 1] [--seeds 0 1] [--ipc50]
+    python benchmarks/tune_digits.py [--out DIR] [--jobs 2] [--gen-seeds 0 1] [--seeds 0 1] [--ipc50] [--grad-full]
 
 The test split is never read. The digits' train split is split once more
 (`dmgd.data.digits`: "fit", 1149 images, and "val", 288, stratified, fixed): every run
@@ -20,6 +20,9 @@ Stages, each choosing on the previous one's winner (the order the issue's diagno
    chosen CFG's baseline, the chosen recipe, and the chosen recipe with rho x IPC50_RHO_SCALE,
    to see whether a stronger OT pull pays where the synthetic set is further from the real
    distribution. It chooses nothing; it is reported.
+5. With --grad-full: the chosen recipe with `ot(grad=full)` (the gradient back-propagated
+   through the denoiser, not Tweedie's explicit term only) at 1x and 100x rho, IPC 10.
+   Reported, chooses nothing.
 
 Cached under --out (default ~/.cache/dmgd/bench/tune_digits): sets, and one JSON line per
 finished training in results.jsonl, so a rerun only does what is missing. Writes
@@ -51,7 +54,7 @@ IPC50_RHO_SCALE = 300
 HEADER = "steps = 50\nsampler = ddpm\ncfg = {cfg}\n\n"
 BASELINE = HEADER + "*: refine\n"
 GUIDED = HEADER + ("t>=45: explore\n25..45: softlabel(bs=0.01, bn=0.06)\nt<25: refine\n"
-                   "{w0}..{w1}: ot(K={k}, rho={r0:g}..{r1:g})\n")
+                   "{w0}..{w1}: ot(K={k}, rho={r0:g}..{r1:g}{extra})\n")
 
 
 def default_out() -> Path:
@@ -62,10 +65,13 @@ def baseline(cfg: float) -> tuple[str, str]:
     return f"baseline cfg={cfg:g}", BASELINE.format(cfg=cfg)
 
 
-def guided(cfg: float, scale: float, window: tuple[int, int] = WINDOWS[0], k: int = 10) -> tuple[str, str]:
+def guided(cfg: float, scale: float, window: tuple[int, int] = WINDOWS[0], k: int = 10,
+           grad: str = "tweedie") -> tuple[str, str]:
     r0, r1 = REFERENCE_RHO[0] * scale, REFERENCE_RHO[1] * scale
     name = f"dmgd cfg={cfg:g} rho={r0:g}..{r1:g} ({scale:g}x) K={k} {window[0]}..{window[1]}"
-    return name, GUIDED.format(cfg=cfg, w0=window[0], w1=window[1], k=k, r0=r0, r1=r1)
+    extra = "" if grad == "tweedie" else f", grad={grad}"
+    return name + extra.replace(", ", " "), GUIDED.format(cfg=cfg, w0=window[0], w1=window[1], k=k, r0=r0,
+                                                          r1=r1, extra=extra)
 
 
 def text_id(text: str) -> str:
@@ -214,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gen-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--ipc50", action="store_true", help="also stage 4, the IPC-50 check (about 15 minutes)")
+    p.add_argument("--grad-full", action="store_true", help="also stage 5, ot(grad=full) (a few minutes)")
     p.add_argument("--docs", type=Path, default=DOCS)
     a = p.parse_args(argv)
     a.out = a.out.expanduser()
@@ -240,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                  guided(cfg, chosen_scale * IPC50_RHO_SCALE)]
         stages["4 (IPC 50 check, generation seed 0)"] = run_stage(
             "4 (IPC 50 check, generation seed 0)", check, a, fit, val, results, ipc=50, gen_seeds=[0])
+    if a.grad_full:
+        label = "5 (gradient through the denoiser)"
+        stages[label] = run_stage(label, [guided(cfg, s, grad="full") for s in (1, 100)], a, fit, val, results)
     text = report(stages, chosen, a)
     print(text)
     print("chosen:", chosen, "\n" + everything[chosen]["text"])

@@ -28,6 +28,7 @@ def _candidates():
     yield from (t.guided(2.0, s) for s in t.RHO_SCALES)
     yield from (t.guided(2.0, 1, w) for w in t.WINDOWS)
     yield from (t.guided(2.0, 1, t.WINDOWS[0], k) for k in t.KS)
+    yield from (t.guided(2.0, s, grad="full") for s in (1, 100))
 
 
 @pytest.mark.parametrize("name_and_text", list(_candidates()), ids=lambda c: c[0])
