@@ -160,33 +160,40 @@ def check_prefix(out: Path) -> bool:
 # --- set figures and training-free probes ------------------------------------------------
 
 
-def set_figures(d: Path, ipc: int) -> dict[str, float]:
-    import numpy as np
+def ot_and_diversity(x, y, real_x, real_y) -> tuple[float, float]:
+    """Mean over classes of the OT distance from a set's class images (x [N, F], labels y) to
+    the real class images (real_x, real_y; uniform masses), and of the mean pairwise L2
+    distance within a class (nan when every class has one image)."""
     import torch
+
+    from dmgd.guidance.transport import ot_distance
+
+    ots, divs = [], []
+    for c in sorted(set(y.tolist())):
+        xc, rc = x[y == c], real_x[real_y == c]
+        ots.append(ot_distance(xc, rc, torch.ones(len(rc))))
+        if len(xc) > 1:
+            dist = torch.cdist(xc.double(), xc.double())
+            divs.append(float(dist.sum() / (len(xc) * (len(xc) - 1))))
+    return sum(ots) / len(ots), (sum(divs) / len(divs) if divs else math.nan)
+
+
+def set_figures(d: Path, ipc: int) -> dict[str, float]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
 
     from dmgd.data.digits import digits_test, digits_train
     from dmgd.evaluation.protocol import read_distilled
-    from dmgd.guidance.transport import ot_distance
 
     s = read_distilled(d, ipc=ipc, preset="digits")
     x, y = s.images.reshape(len(s.images), -1), s.labels
     tx, ty = digits_train()
-    tx = tx.reshape(len(tx), -1)
-    ots, divs = [], []
-    for c in range(10):
-        xc = x[y == c]
-        real = tx[ty == c]
-        ots.append(ot_distance(xc, real, torch.ones(len(real))))
-        if len(xc) > 1:
-            dist = torch.cdist(xc.double(), xc.double())
-            divs.append(float(dist.sum() / (len(xc) * (len(xc) - 1))))
+    ot, diversity = ot_and_diversity(x, y, tx.reshape(len(tx), -1), ty)
     ex, ey = digits_test()
     ex = ex.reshape(len(ex), -1).numpy()
     logreg = LogisticRegression(max_iter=2000).fit(x.numpy(), y.numpy())
     knn = KNeighborsClassifier(1).fit(x.numpy(), y.numpy())
-    return {"ot": float(np.mean(ots)), "diversity": float(np.mean(divs)) if divs else float("nan"),
+    return {"ot": ot, "diversity": diversity,
             "logreg": 100.0 * float((logreg.predict(ex) == ey.numpy()).mean()),
             "knn1": 100.0 * float((knn.predict(ex) == ey.numpy()).mean())}
 
@@ -264,6 +271,15 @@ def comparisons(summary: dict, ipcs: list[int]) -> list[dict]:
 # --- report ------------------------------------------------------------------------------------
 
 
+def rows(by_set: dict, ipcs: list[int], cell) -> list[str]:
+    """One markdown row per set: cell(value) per IPC, "-" where the set has none."""
+    def text(name: str, ipc: int) -> str:
+        value = by_set.get(name, {}).get(str(ipc))
+        return cell(value) if value else "-"
+
+    return [f"| {LABELS[name]} | " + " | ".join(text(name, ipc) for ipc in ipcs) + " |" for name in SETS]
+
+
 def table(summary: dict, figures: dict, compared: list[dict], ipcs: list[int], a: argparse.Namespace) -> str:
     schedule = "the preset's full schedule" if not a.epochs else "a SHORTENED schedule (--epochs)"
     lines = [f"ConvNet-6 trained on the set (digits preset, {schedule}: "
@@ -273,12 +289,7 @@ def table(summary: dict, figures: dict, compared: list[dict], ipcs: list[int], a
              f"IPC 50, generation seeds {a.ipc50_gen_seeds} x {a.ipc50_seeds} classifier seeds each.", "",
              "| set | " + " | ".join(f"IPC {i}" for i in ipcs) + " |",
              "| --- | " + " | ".join("---" for _ in ipcs) + " |"]
-    for name in SETS:
-        cells = []
-        for ipc in ipcs:
-            s = summary.get(name, {}).get(str(ipc))
-            cells.append(f"{s['mean']:.1f} +- {s['std']:.1f} ({s['se']:.1f}, n={s['n']})" if s else "-")
-        lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    lines += rows(summary, ipcs, lambda s: f"{s['mean']:.1f} +- {s['std']:.1f} ({s['se']:.1f}, n={s['n']})")
     lines += ["", "The issue's comparisons (difference of means; it holds when it exceeds twice the SE of the "
               "difference, sqrt(SE1^2 + SE2^2)):", "",
               "| comparison | IPC | difference | 2 SE | holds |", "| --- | --- | --- | --- | --- |"]
@@ -291,12 +302,7 @@ def table(summary: dict, figures: dict, compared: list[dict], ipcs: list[int], a
               "within a class (pixels in [-1, 1]; real train classes: see the real row).", "",
               "| set | " + " | ".join(f"IPC {i} logreg / 1-NN / OT / div" for i in ipcs) + " |",
               "| --- | " + " | ".join("---" for _ in ipcs) + " |"]
-    for name in SETS:
-        cells = []
-        for ipc in ipcs:
-            f = figures.get(name, {}).get(str(ipc))
-            cells.append(f"{f['logreg']:.1f} / {f['knn1']:.1f} / {f['ot']:.3f} / {f['diversity']:.2f}" if f else "-")
-        lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    lines += rows(figures, ipcs, lambda f: f"{f['logreg']:.1f} / {f['knn1']:.1f} / {f['ot']:.3f} / {f['diversity']:.2f}")
     return "\n".join(lines) + "\n"
 
 

@@ -116,23 +116,17 @@ def set_figures(d: Path, fit: str, val: str, ipc: int) -> dict[str, float]:
 
     from dmgd.data.images import load_image_folder
     from dmgd.evaluation.protocol import read_distilled
-    from dmgd.guidance.transport import ot_distance
+    from quality import ot_and_diversity  # benchmarks/quality.py, beside this script
 
     s = read_distilled(d, ipc=ipc, preset="digits")
     x, y = s.images.reshape(len(s.images), -1), s.labels
     real = load_image_folder(fit, channels=1)
-    rx = torch.as_tensor(real.images).reshape(len(real.labels), -1)
-    ry = torch.as_tensor(real.labels)
-    ots, divs = [], []
-    for c in range(10):
-        xc, rc = x[y == c], rx[ry == c]
-        ots.append(ot_distance(xc, rc, torch.ones(len(rc))))
-        dist = torch.cdist(xc.double(), xc.double())
-        divs.append(float(dist.sum() / (len(xc) * (len(xc) - 1))))
+    ot, diversity = ot_and_diversity(x, y, torch.as_tensor(real.images).reshape(len(real.labels), -1),
+                                     torch.as_tensor(real.labels))
     v = load_image_folder(val, channels=1)
     vx = torch.as_tensor(v.images).reshape(len(v.labels), -1).numpy()
     logreg = LogisticRegression(max_iter=2000).fit(x.numpy(), y.numpy())
-    return {"ot": sum(ots) / len(ots), "diversity": sum(divs) / len(divs),
+    return {"ot": ot, "diversity": diversity,
             "logreg_val": 100.0 * float((logreg.predict(vx) == v.labels.numpy()).mean())}
 
 
@@ -194,6 +188,12 @@ def best(summary: dict[str, dict]) -> str:
     return max(scored, key=scored.get)
 
 
+def winner(summary: dict[str, dict], candidates: dict) -> float:
+    """The parameter value (key of `candidates`, value (name, text)) of the stage's best candidate."""
+    name = best(summary)
+    return next(value for value, (candidate, _) in candidates.items() if candidate == name)
+
+
 def report(stages: dict[str, dict], chosen: str, a: argparse.Namespace) -> str:
     lines = [f"Validation accuracy (ConvNet-6, digits preset, {IPC} images per class unless the stage says "
              "otherwise, last epoch), "
@@ -232,19 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     results = a.out / "results.jsonl"
     started = time.perf_counter()
 
-    stages = {"1 (CFG)": run_stage("1 (CFG)", [baseline(c) for c in CFGS], a, fit, val, results)}
-    cfg = float(best(stages["1 (CFG)"]).split("cfg=")[1])
-    stages["2 (rho)"] = run_stage("2 (rho)", [guided(cfg, s) for s in RHO_SCALES], a, fit, val, results)
-    rho_winner = best(stages["2 (rho)"])
-    scale = float(rho_winner.split("(")[1].split("x)")[0])
+    by_cfg = {cfg: baseline(cfg) for cfg in CFGS}
+    stages = {"1 (CFG)": run_stage("1 (CFG)", list(by_cfg.values()), a, fit, val, results)}
+    cfg = winner(stages["1 (CFG)"], by_cfg)
+    by_scale = {scale: guided(cfg, scale) for scale in RHO_SCALES}
+    stages["2 (rho)"] = run_stage("2 (rho)", list(by_scale.values()), a, fit, val, results)
+    scale = winner(stages["2 (rho)"], by_scale)
     third = [guided(cfg, scale, w, 10) for w in WINDOWS[1:]] + [guided(cfg, scale, WINDOWS[0], k) for k in KS if k != 10]
     stages["3 (window, K)"] = run_stage("3 (window, K)", third, a, fit, val, results)
     everything = {n: s for st in stages.values() for n, s in st.items() if n.startswith("dmgd")}
     chosen = best(everything)
     if a.ipc50:
-        chosen_scale = float(chosen.split("(")[1].split("x)")[0])
-        check = [baseline(cfg), (chosen, everything[chosen]["text"]),
-                 guided(cfg, chosen_scale * IPC50_RHO_SCALE)]
+        check = [baseline(cfg), (chosen, everything[chosen]["text"]), guided(cfg, scale * IPC50_RHO_SCALE)]
         stages["4 (IPC 50 check, generation seed 0)"] = run_stage(
             "4 (IPC 50 check, generation seed 0)", check, a, fit, val, results, ipc=50, gen_seeds=[0])
     if a.grad_full:
