@@ -25,7 +25,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
+import signal
 import shutil
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -48,6 +50,26 @@ _TEMPORARY = re.compile(r"^\..+\.tmp-\d+$")  # dmgd.data.atomic's temporary name
 
 class StoreError(DmgdError):
     pass
+
+
+PAUSE_ENV = "DMGD_TEST_PAUSE_AFTER_WRITES"
+_files_written = 0
+
+
+def _pause_point() -> None:
+    """Test hook, off unless $DMGD_TEST_PAUSE_AFTER_WRITES is "N:MARKER": after this
+    process's N-th sample file (PNG or latent) it creates MARKER.<pid> and waits forever,
+    so a test can SIGKILL the run at a point that does not depend on the machine's speed."""
+    global _files_written
+    setting = os.environ.get(PAUSE_ENV)
+    if not setting:
+        return
+    _files_written += 1
+    count, _, marker = setting.partition(":")
+    if _files_written == int(count):
+        Path(f"{marker}.{os.getpid()}").touch()
+        while True:
+            signal.pause()
 
 
 def check_class_names(names: Sequence[str]) -> None:
@@ -216,8 +238,10 @@ class RunStore:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")
         atomic_write_bytes(self.png_path(cls, index), buffer.getvalue())
+        _pause_point()
         latent = latent.detach().to("cpu", torch.float32).contiguous()
         atomic_write_bytes(self.latent_path(cls, index), save({"latent": latent}))
+        _pause_point()
 
     def is_finished(self, cls: int, index: int) -> bool:
         return self.latent_path(cls, index).is_file() and self.png_path(cls, index).is_file()
