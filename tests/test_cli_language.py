@@ -251,7 +251,7 @@ def test_terms_lists_every_term_and_parameter(runner):
 
 def run_dmgd(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dmgd", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300, **kwargs)
+                          timeout=1800, **kwargs)
 
 
 def test_exit_codes_in_a_process(tmp_path):
@@ -279,7 +279,7 @@ def test_check_fmt_and_terms_import_no_torch_or_diffusers(tmp_path):
                        if m in sys.modules)
         print("HEAVY", heavy)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300,
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=1800,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout

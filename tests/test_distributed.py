@@ -26,7 +26,7 @@ def _files(out: Path) -> dict[str, bytes]:
             if p.is_file() and p.suffix in (".png", ".safetensors")}
 
 
-def torchrun(nproc: int, *args: str, env: dict[str, str] | None = None, timeout: float = 240,
+def torchrun(nproc: int, *args: str, env: dict[str, str] | None = None, timeout: float = 1800,
              **kw) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node=N -m dmgd ARGS` (a free port of its own)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
