@@ -1,12 +1,27 @@
 """dmgd: train-free dataset distillation with diffusion models, driven by .dmgd recipes.
 
-The public API is loaded lazily, so that `import dmgd` stays cheap (no torch):
+A recipe is a guidance schedule in a small language; dmgd parses, checks and compiles it,
+runs it on a frozen class-conditional DiT, and evaluates the distilled image set:
 
     import dmgd
-    schedule = dmgd.compile("recipes/dmgd.dmgd", steps=25)
 
-`dmgd.parse`, `dmgd.check`, `dmgd.compile` and `dmgd.format` live in `dmgd.api`;
-`dmgd.run` (a recipe in, a distilled image set out) in `dmgd.runner`.
+    problems = dmgd.check("recipes/digits.dmgd")          # every Diagnostic, never raises
+    schedule = dmgd.compile("recipes/digits.dmgd", steps=25)  # the per-step Schedule
+    result = dmgd.run("recipes/digits.dmgd", "runs/api", ipc=10, seed=0)
+    print(result.ot_distance, result.timings)             # a RunResult
+    scores = dmgd.evaluate("runs/api")                     # an EvalResult; writes eval.json
+
+    dmgd.run(..., resume=True)      # finish an interrupted run in the same folder
+    dmgd.run(..., overwrite=True)   # replace the run in that folder
+
+`dmgd.parse` and `dmgd.format` read and lay out recipes; bad recipes raise `RecipeError`
+(its `.diagnostics`), bad input elsewhere a `DmgdError` whose message says what to do.
+Also importable from here: `Schedule`, `Diagnostic`, `RunResult`, `EvalConfig`.
+The command line (`dmgd --help`) is a thin layer over these functions; the docs/ folder
+has the language reference, the method, running and evaluation.
+
+Importing dmgd is cheap: each name is loaded when first used (torch only by `run` and
+`evaluate`).
 """
 
 from __future__ import annotations
@@ -20,16 +35,19 @@ _LAZY = {
     "check": "dmgd.api",
     "compile": "dmgd.api",
     "format": "dmgd.api",
+    "run": "dmgd.runner",
+    "evaluate": "dmgd.evaluation.protocol",
     "RecipeError": "dmgd.language.diagnostics",
+    "DmgdError": "dmgd.errors",
     "Diagnostic": "dmgd.language.diagnostics",
     "Schedule": "dmgd.language.schedule",
-    "run": "dmgd.runner",
     "RunResult": "dmgd.runner",
-    "evaluate": "dmgd.evaluation.protocol",
     "EvalConfig": "dmgd.evaluation.protocol",
 }
 
-__all__ = sorted(_LAZY)
+# What `help(dmgd)` documents: the functions (the errors and data types are reachable
+# from here and documented on their own: help(dmgd.RunResult)).
+__all__ = ["parse", "check", "compile", "format", "run", "evaluate"]
 
 
 def __getattr__(name: str) -> Any:

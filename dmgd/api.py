@@ -102,18 +102,39 @@ def check(source: Source, *, path: str | None = None) -> list[Diagnostic]:
     except RecipeError as err:
         return list(err.diagnostics)
     diagnostics = check_recipe(recipe)
-    if has_sigma_window(recipe) and not any(d.severity == "error" for d in diagnostics):
+    if has_sigma_window(recipe):
+        try:
+            diagnostics = _with_sigma_checks(recipe, diagnostics)
+        except ImportError:
+            pass  # no diffusers here: the sigma windows are checked when the recipe runs
+        diagnostics.sort(key=lambda d: (d.span.start, d.span.end) if d.span is not None else (-1, -1))
+    return diagnostics
+
+
+def _with_sigma_checks(recipe: Recipe, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """The diagnostics plus what placing the sigma windows finds: conflicts and windows that
+    hold at no step. With errors elsewhere the recipe cannot compile; its empty sigma
+    windows are still found, at the recipe's own clock and sampler."""
+    from dmgd.language.clock import window_steps
+    from dmgd.language.compiler import empty_window_warning, resolve_settings
+    from dmgd.language import ast
+
+    known = {(d.code, d.span) for d in diagnostics}
+    if not any(d.severity == "error" for d in diagnostics):
         try:
             schedule = compile(recipe, noise="auto")
         except RecipeError as err:
-            diagnostics = list(err.diagnostics) + [d for d in diagnostics if d.severity == "warning"]
-        except ImportError:
-            pass  # no diffusers here: the sigma windows are checked when the recipe runs
-        else:
-            known = {(d.code, d.span) for d in diagnostics}
-            diagnostics += [w for w in schedule.warnings if (w.code, w.span) not in known]
-        diagnostics.sort(key=lambda d: (d.span.start, d.span.end) if d.span is not None else (-1, -1))
-    return diagnostics
+            return list(err.diagnostics) + [d for d in diagnostics if d.severity == "warning"]
+        return diagnostics + [w for w in schedule.warnings if (w.code, w.span) not in known]
+    try:
+        settings = resolve_settings(recipe, None)
+    except (RecipeError, ValueError):
+        return diagnostics  # the settings themselves are wrong: nothing to place the windows with
+    sigmas = _noise_resolver()(settings.sampler, settings.steps).sigmas
+    found = [empty_window_warning(recipe, rule, settings.steps, settings.steps, sigmas)
+             for rule in recipe.statements if isinstance(rule, ast.Rule) and isinstance(rule.window, ast.SigmaRange)
+             and not window_steps(rule.window, settings.steps, settings.steps, sigmas)]
+    return diagnostics + [w for w in found if (w.code, w.span) not in known]
 
 
 def _noise_resolver(scheduler_config: dict | None = None) -> Callable[[str, int], NoiseLevels]:

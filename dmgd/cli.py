@@ -18,6 +18,9 @@ app = typer.Typer(
 
 
 def main() -> None:
+    from dmgd.errors import use_cli_spelling
+
+    use_cli_spelling()
     app()
 
 
@@ -30,7 +33,7 @@ def main() -> None:
 
 @app.command("pretrain")
 def pretrain_cmd(
-    out: str = typer.Option("digits_dit", "--out", help="Output folder (diffusers layout)."),
+    out: str = typer.Option("runs/digits_dit", "--out", help="Output folder (diffusers layout)."),
     steps: int = typer.Option(2000, "--steps", min=1, help="Training steps."),
     seed: int = typer.Option(0, "--seed", help="Seed for init, data order, noise, labels."),
     batch_size: int = typer.Option(128, "--batch-size", min=1),
@@ -477,6 +480,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return DmgdError, BackboneError, GuidanceError
 
 
+def batch_label(classes, samples: range, ipc: int) -> str:
+    """What a batch samples, in words: `sample 10/10 · classes 5-9 · step`."""
+    first, last = samples[0] + 1, samples[-1] + 1
+    which = f"sample {first}/{ipc}" if first == last else f"samples {first}-{last}/{ipc}"
+    names = f"class {classes[0]}" if len(classes) == 1 else f"classes {classes[0]}-{classes[-1]}"
+    return f"{which} · {names} · step"
+
+
 class _RichReporter:
     """Draws a run's progress: one bar for the images (with ETA), one for the batch's steps."""
 
@@ -496,13 +507,14 @@ class _RichReporter:
     def sampling_started(self, total_images: int, done: int, steps_per_batch: int) -> None:
         self.progress.start()
         self.images = self.progress.add_task("images", total=total_images, completed=done)
-        self.steps = self.progress.add_task("steps ", total=steps_per_batch)
+        self.steps = self.progress.add_task("step", total=steps_per_batch)
         self.steps_per_batch = steps_per_batch
 
-    def batch_started(self, classes, index: int) -> None:
-        names = ", ".join(classes[:4]) + (f" +{len(classes) - 4}" if len(classes) > 4 else "")
+    def batch_started(self, classes, samples: range, ipc: int) -> None:
+        from rich.markup import escape
+
         self.progress.reset(self.steps, total=self.steps_per_batch,
-                            description=f"steps  [dim]#{index} of {names}[/dim]")
+                            description=escape(batch_label(classes, samples, ipc)))
 
     def step_done(self) -> None:
         self.progress.advance(self.steps)
@@ -534,7 +546,7 @@ class _LineReporter:
         self.total, self.done, self.started = total_images, done, time.perf_counter()
         self.console.print(f"{self.prefix} {total_images} images to sample here, {done} already finished")
 
-    def batch_started(self, classes, index: int) -> None: ...
+    def batch_started(self, classes, samples: range, ipc: int) -> None: ...
 
     def step_done(self) -> None: ...
 
@@ -563,8 +575,13 @@ def _summary_table(result) -> _Any:
     return table
 
 
-def _resume_hint(console, out) -> None:
-    """After a failed run: say that its finished images are kept, when it had started."""
+def _resume_hint(console, out, err: BaseException) -> None:
+    """After a failed run: say that its finished images are kept, when it had started (not
+    when OUT itself was refused: that message already says what to do)."""
+    from dmgd.data.store import StoreError
+
+    if isinstance(err, StoreError):
+        return
     try:
         started = (_Path(out) / "manifest.json").is_file()
     except OSError:
@@ -643,14 +660,14 @@ def run_command(
         reporter.close()
         if not getattr(err, "echo", False):  # a PeerError repeats rank 0's error: printed there
             console.print(f"{where}[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
-            _resume_hint(console, out)
+            _resume_hint(console, out, err)
         raise typer.Exit(1) from None
     except OSError as err:
         reporter.close()
         target = f" {err.filename}" if getattr(err, "filename", None) else ""
         console.print(f"{where}[bold red]error:[/bold red] cannot read or write{escape(target)}: "
                       f"{escape(err.strerror or str(err))}", soft_wrap=True)
-        _resume_hint(console, out)
+        _resume_hint(console, out, err)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         reporter.close()

@@ -25,7 +25,7 @@ import math
 import os
 from typing import Any, Callable, Sequence
 
-from dmgd.errors import DmgdError
+from dmgd.errors import DmgdError, option
 
 DEFAULT_TIMEOUT_MINUTES = 30
 MAX_BLOCK = 64
@@ -152,8 +152,8 @@ def _device_for(device: str | None, local_rank: int, world: int) -> str:
         device = "cuda"
     device = str(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DistributedError(f"--device {device} asked for, but no CUDA device is available here; "
-                               "use --device cpu")
+        raise DistributedError(f"{option('device')} {device} asked for, but no CUDA device is available "
+                               f"here; use {option('device')} cpu")
     if device == "cuda":
         if world > 1:
             count = torch.cuda.device_count()

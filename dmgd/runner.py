@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 from attrs import field, frozen
 
-from dmgd.errors import DmgdError
+from dmgd.errors import DmgdError, option
 from dmgd.language.schedule import Schedule
 from dmgd.language.settings import Settings
 
@@ -52,7 +52,8 @@ class Reporter:
 
     def sampling_started(self, total_images: int, done: int, steps_per_batch: int) -> None: ...
 
-    def batch_started(self, classes: Sequence[str], index: int) -> None: ...
+    def batch_started(self, classes: Sequence[str], samples: range, ipc: int) -> None:
+        """A batch starts: sample indices `samples` (of `ipc`) of each class in `classes`."""
 
     def step_done(self) -> None: ...
 
@@ -91,7 +92,8 @@ def pick_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"--device {device} asked for, but no CUDA device is available here; use --device cpu")
+        raise RunError(f"{option('device')} {device} asked for, but no CUDA device is available here; use "
+                       f"{option('device')} cpu")
     return str(device)
 
 
@@ -179,9 +181,9 @@ def run(
     from dmgd.language.overrides import parse_overrides
 
     if resume and overwrite:
-        raise RunError("choose one of --resume and --overwrite")
+        raise RunError(f"choose one of {option('resume')} and {option('overwrite')}")
     if batch_size is not None and int(batch_size) < 1:
-        raise RunError(f"--batch must be at least 1, not {batch_size}")
+        raise RunError(f"{option('batch')} must be at least 1, not {batch_size}")
     parsed = parse(recipe)
     given = dict(parse_overrides([overrides] if isinstance(overrides, str) else overrides)
                  if overrides is not None and not isinstance(overrides, Mapping) else (overrides or {}))
@@ -243,7 +245,9 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
     started = time.perf_counter()
     timings: dict[str, float] = {}
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    ctx.on_main(lambda: RunStore.precheck(out, mode))  # fail before the slow part when OUT is wrong
+    known = {"recipe_hash": draft.recipe_hash, "settings": draft.settings.to_dict(), "num_steps": draft.num_steps,
+             **({"block_size": int(batch_size)} if batch_size else {})}
+    ctx.on_main(lambda: RunStore.precheck(out, mode, known))  # fail before the slow part when OUT is wrong
 
     reporter.stage("loading the model")
     tic = time.perf_counter()
@@ -263,8 +267,8 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
     mine = sorted(c for block in my_blocks for c in block)
     if ctx.distributed and len(blocks) < ctx.world_size and ctx.is_main:
         log.warning("%d ranks but only %d block(s) of classes: ranks %d.. have nothing to sample; pass "
-                    "--batch %d or less to use them all", ctx.world_size, len(blocks), len(blocks),
-                    max(1, C // ctx.world_size))
+                    "%s %d or less to use them all", ctx.world_size, len(blocks), len(blocks),
+                    option("batch"), max(1, C // ctx.world_size))
 
     reporter.stage("building the k-means targets")
     tic = time.perf_counter()
@@ -350,7 +354,7 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
                     todo = {(c, index) for c in block if not store.is_finished(c, index)}
                     if not todo:
                         continue
-                    reporter.batch_started([real.class_names[c] for c in block], index)
+                    reporter.batch_started([real.class_names[c] for c in block], range(index, index + 1), ipc)
                     memory = torch.stack([memory_of(c, index) for c in block]) if index else None
                     z0 = sampler_.sample_batch([class_ids[c] for c in block], index, memory, seed=s.seed)
                     write([(c, index) for c in block], todo, z0)
@@ -359,7 +363,7 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
                 todo = {(c, i) for i in range(ipc) if not store.is_finished(c, i)}
                 if not todo:
                     continue
-                reporter.batch_started([real.class_names[c]], 0)
+                reporter.batch_started([real.class_names[c]], range(ipc), ipc)
                 z0 = sampler_.sample_joint(class_ids[c], range(ipc), seed=s.seed)
                 write([(c, i) for i in range(ipc)], todo, z0)
     except BaseException as error:

@@ -134,7 +134,7 @@ def test_missing_directory(tmp_path):
         load_backbone(str(tmp_path / "nope"))
     msg = str(e.value)
     assert "does not exist" in msg
-    assert "huggingface-cli download facebook/DiT-XL-2-256" in msg
+    assert "hf download facebook/DiT-XL-2-256" in msg  # the CLI huggingface_hub installs
     assert "--set model=" in msg
 
 
@@ -150,7 +150,7 @@ def test_hub_id_not_in_cache_is_never_downloaded(monkeypatch, tmp_path):
     with pytest.raises(BackboneError) as e:
         load_backbone("dmgd-test-nobody/not-a-real-model-7f3a")
     assert "never downloads" in str(e.value)
-    assert "huggingface-cli download" in str(e.value)
+    assert "hf download" in str(e.value)
 
 
 def test_folder_without_transformer(tmp_path):

@@ -302,7 +302,7 @@ def test_bad_input_gives_one_clear_error(tmp_path):
     _fails([other], "differ", "'x' in the distilled set only", "'9' in the real set only")
     corrupt = _digits_like(tmp_path / "corrupt", [str(c) for c in range(10)])
     (corrupt / "3" / "0001.png").write_bytes(b"not a png")
-    _fails([corrupt], "Cannot read image", "0001.png")
+    _fails([corrupt], "is not a readable image", "0001.png")
     short = _digits_like(tmp_path / "short", [str(c) for c in range(10)])
     (short / "manifest.json").write_text(json.dumps({"format": "dmgd-run-v1", "settings": {"ipc": 5}}))
     _fails([short], "class '0'", "fewer than the IPC of 5", "--resume")

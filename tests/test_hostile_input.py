@@ -132,8 +132,8 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("truncated", "Cannot read image"),
-    ("text_as_png", "Cannot read image"),
+    ("truncated", "is not a readable image"),
+    ("text_as_png", "is not a readable image"),
     ("not_an_image", "is not an image"),
     ("broken_symlink", "not a regular file"),
     ("fifo", "not a regular file"),

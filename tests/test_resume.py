@@ -207,5 +207,5 @@ def test_resume_refuses_another_block_size(tiny_pixel_model, tmp_path):
     from dmgd.data.store import StoreError
 
     out = run(RECIPE, tmp_path / "out", model=str(tiny_pixel_model), ipc=1).out
-    with pytest.raises(StoreError, match="different block_size"):
+    with pytest.raises(StoreError, match="another block size"):
         run(RECIPE, out, model=str(tiny_pixel_model), ipc=1, resume=True, batch_size=3)

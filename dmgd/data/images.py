@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 from attrs import field, frozen
 
-from dmgd.errors import DmgdError
+from dmgd.errors import DmgdError, option
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -42,8 +44,11 @@ FINGERPRINT_VERSION = "dmgd-images-v1"
 FOLDER_HINT = (
     "dmgd reads an ImageFolder: one sub-directory per class, named after the class, "
     "holding that class's images (" + ", ".join(IMG_EXTENSIONS) + "), e.g. "
-    "train/n02086240/xxx.JPEG. Without --data dmgd uses its embedded digits."
+    "train/n02086240/xxx.JPEG. Without a data folder dmgd uses its embedded digits."
 )
+
+
+log = logging.getLogger("dmgd.data")
 
 
 class DataError(DmgdError):
@@ -66,6 +71,8 @@ class RealImages:
     paths: tuple[str, ...] = field(repr=False)
     fingerprint: str
     root: str | None = None
+    # what reading changed, e.g. {"RGB -> L": 1437, "28x28 -> 8x8": 1437}: image counts
+    conversions: Mapping[str, int] = field(factory=dict)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -119,25 +126,52 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
 
 def _decode(data: bytes, path: Path, image_size: int | None, channels: int) -> np.ndarray:
     """Bytes -> uint8 array [H, W, C]; DataError naming the file on any failure."""
+    return _decode_with_changes(data, path, image_size, channels)[0]
+
+
+def _decode_with_changes(data: bytes, path: Path, image_size: int | None,
+                         channels: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """`_decode`, and what it converted (mode and size changes, in words)."""
     from PIL import Image
 
+    fix = "replace it or move it out of the data folder."
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # decodes fully: a truncated file fails here
+            changes = _conversions(img, image_size, channels)
             img = _to_mode(img, channels)
             if image_size is not None:
                 img = center_crop_arr(img, image_size)
             arr = np.asarray(img, dtype=np.uint8)
-    except DataError:
-        raise
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{path} is not a readable image: its contents are in no image format PIL "
+                        f"knows (the file is corrupt or not an image); {fix}") from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        raise DataError(
-            f"Cannot read image {path}: {type(e).__name__}: {e}. The file is corrupt, truncated or "
-            "not an image: replace it or move it out of the data folder."
-        ) from None
+        why = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", str(e))  # no object reprs
+        raise DataError(f"{path} is not a readable image ({type(e).__name__}: {why}): the file is corrupt "
+                        f"or truncated; {fix}") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return arr
+    return arr, changes
+
+
+def _conversions(img: Image.Image, image_size: int | None, channels: int) -> tuple[str, ...]:
+    """What reading does to this image, in words: its mode and size changes."""
+    changes = []
+    target = "L" if channels == 1 else "RGB"
+    if img.mode != target:
+        changes.append(f"{img.mode} -> {target}")
+    w, h = img.size
+    if image_size is not None and (w, h) != (image_size, image_size):
+        changes.append(f"{w}x{h} -> {image_size}x{image_size}")
+    return tuple(changes)
+
+
+def _report_conversions(root: Path, conversions: Mapping[str, int], total: int) -> None:
+    """Say once, with counts, what reading changed (a model of another size or mode)."""
+    if conversions:
+        what = ", ".join(f"{n} of {total} images {change}" for change, n in conversions.items())
+        log.warning("%s: converted to the model's input: %s (recorded in the manifest)", root, what)
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -218,7 +252,7 @@ def load_image_folder(
         raise DataError(
             f"Data directory {root} has {len(dirs)} class directories "
             f"({', '.join(d.name for d in dirs[:12])}{', ...' if len(dirs) > 12 else ''}), "
-            f"but the model has {num_classes} classes. Point --data at a folder with one "
+            f"but the model has {num_classes} classes. Point {option('data')} at a folder with one "
             "sub-directory per class of the model, in the model's class order (sorted names)."
         )
     files: list[Path] = []
@@ -236,14 +270,17 @@ def load_image_folder(
             data = p.read_bytes()
         except OSError as e:
             raise DataError(f"Cannot read {p}: {e}. Check the file's permissions.") from None
-        return data, _decode(data, p, image_size, channels)
+        return data, *_decode_with_changes(data, p, image_size, channels)
 
     rel = [p.relative_to(root).as_posix() for p in files]
     workers = workers or min(8, os.cpu_count() or 1)
     arrays: list[np.ndarray] = []
+    conversions: dict[str, int] = {}
     pool = ThreadPoolExecutor(max_workers=workers)  # PIL decodes without the GIL
     try:
-        for r, (data, arr) in zip(rel, pool.map(read, files)):
+        for r, (data, arr, changes) in zip(rel, pool.map(read, files)):
+            for change in changes:
+                conversions[change] = conversions.get(change, 0) + 1
             h.update(r.encode("utf-8") + b"\0" + len(data).to_bytes(8, "little"))
             h.update(data)
             if arrays and arr.shape != arrays[0].shape:
@@ -255,6 +292,7 @@ def load_image_folder(
             arrays.append(arr)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on an error, skip the files not yet read
+    _report_conversions(root, conversions, len(arrays))
     stacked = np.stack(arrays)  # [N, H, W, C] uint8
     del arrays
     images = torch.from_numpy(stacked).permute(0, 3, 1, 2).to(torch.float32).div_(127.5).sub_(1.0).contiguous()
@@ -265,6 +303,7 @@ def load_image_folder(
         paths=tuple(rel),
         fingerprint=h.hexdigest(),
         root=str(root),
+        conversions=conversions,
     )
 
 
@@ -306,17 +345,17 @@ def real_data_for(
         if channels is not None and channels != c:
             raise DataError(
                 f"The embedded digits have {c} channel(s), the model wants {channels}: pass "
-                "--data with a folder of the model's images, or use the embedded digits model."
+                f"{option('data')} with a folder of the model's images, or use the embedded digits model."
             )
         if image_size is not None and (h, w) != (image_size, image_size):
             raise DataError(
                 f"The embedded digits are {h}x{w}, the model wants {image_size}x{image_size}: "
-                "pass --data with a folder of the model's images, or use the embedded digits model."
+                f"pass {option('data')} with a folder of the model's images, or use the embedded digits model."
             )
         if num_classes is not None and num_classes != real.num_classes:
             raise DataError(
                 f"The embedded digits have {real.num_classes} classes, the model has {num_classes}: "
-                "pass --data with a folder of the model's classes."
+                f"pass {option('data')} with a folder of the model's classes."
             )
         return real
     return load_image_folder(data, image_size=image_size, channels=channels or 3, num_classes=num_classes)

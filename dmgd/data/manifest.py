@@ -29,6 +29,7 @@ def _data_record(real: Any) -> dict[str, Any]:
         "fingerprint": real.fingerprint,
         "images": len(real),
         "class_counts": dict(zip(real.class_names, real.class_counts())),
+        "conversions": dict(real.conversions),
     }
     if real.root is None:
         from dmgd.data.digits import load_split

@@ -35,7 +35,7 @@ from typing import Any, Literal, Sequence
 from attrs import field, frozen
 
 from dmgd.data.atomic import atomic_write_bytes, atomic_write_json
-from dmgd.errors import DmgdError
+from dmgd.errors import DmgdError, option
 
 log = logging.getLogger("dmgd.store")
 
@@ -86,6 +86,40 @@ def check_class_names(names: Sequence[str]) -> None:
         raise StoreError("two classes share one name; class names must be unique")
 
 
+def _not_a_run(root: Path) -> StoreError:
+    return StoreError(f"{root} is not empty and holds no dmgd run; choose an empty or new directory for "
+                      f"{option('out')} (or pass {option('overwrite')} to write into it anyway)")
+
+
+def _holds_a_run(root: Path, previous: dict[str, Any]) -> StoreError:
+    return StoreError(f"{root} already holds a run ({previous.get('status', 'unknown')}); pass "
+                      f"{option('resume')} to finish it, {option('overwrite')} to replace it, or choose "
+                      f"another {option('out')}")
+
+
+def check_resumable(root: Path, previous: dict[str, Any], identity: dict[str, Any], *, complete: bool) -> None:
+    """Refuse to resume a run made with another identity (recipe, settings, model, data...).
+    complete=False compares only the keys `identity` has (what is known before loading)."""
+    before = previous.get("identity", {})
+    before = before if isinstance(before, dict) else {}
+    keys = set(before) | set(identity) if complete else set(identity)
+    changed = [_difference(key, before.get(key), identity.get(key)) for key in sorted(keys)
+               if before.get(key) != identity.get(key)]
+    if changed:
+        raise StoreError(f"cannot resume the run in {root}: it was made with {'; '.join(changed)}. Rerun "
+                         f"with what it was made with, pass {option('overwrite')} to replace it, or choose "
+                         f"another {option('out')}")
+
+
+def _difference(key: str, before: Any, now: Any) -> str:
+    if key == "settings" and isinstance(before, dict) and isinstance(now, dict):
+        names = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        return "other settings (" + ", ".join(f"{k} = {before.get(k)!r}, now {now.get(k)!r}" for k in names) + ")"
+    if key == "recipe_hash":
+        return f"another recipe (sha256:{str(before)[:12]}, now sha256:{str(now)[:12]})"
+    return f"another {key.replace('_', ' ')} ({before!r}, now {now!r})"
+
+
 def image_name(index: int) -> str:
     return f"{index:04d}"
 
@@ -108,39 +142,37 @@ class RunStore:
         check_class_names(tuple(class_names))
         root = Path(root)
         if root.exists() and not root.is_dir():
-            raise StoreError(f"--out {root} is a file, not a directory")
+            raise StoreError(f"{option('out')} {root} is a file, not a directory")
         try:
             previous = cls(root, tuple(class_names)).read_manifest()
         except StoreError:
             if mode != "overwrite":
                 raise
-            log.warning("%s is unreadable; --overwrite replaces it and this run's class folders", root / MANIFEST)
+            log.warning("%s is unreadable; %s replaces it and this run's class folders", root / MANIFEST,
+                        option("overwrite"))
             previous = {"class_names": list(class_names)}
         store = cls(root, tuple(class_names), previous)
         store._prepare(mode, identity)
         return store
 
     @classmethod
-    def precheck(cls, root: str | Path, mode: Mode) -> None:
+    def precheck(cls, root: str | Path, mode: Mode, identity: dict[str, Any] | None = None) -> None:
         """The checks `open` can make before the model and the data are loaded: OUT is a
-        directory (or absent), and holds a run exactly when the mode says so."""
+        directory (or absent), holds a run exactly when the mode says so, and, to resume,
+        the parts of the run's identity known so far (recipe, settings) match."""
         root = Path(root)
         if root.exists() and not root.is_dir():
-            raise StoreError(f"--out {root} is a file, not a directory")
+            raise StoreError(f"{option('out')} {root} is a file, not a directory")
         if mode == "overwrite":
             return
         previous = cls(root, ()).read_manifest()
         if previous is None and mode == "new" and root.exists() and any(
                 not is_temporary(entry.name) for entry in root.iterdir()):
-            raise StoreError(
-                f"{root} is not empty and holds no dmgd run; choose an empty or new "
-                "directory for --out (or pass --overwrite to write into it anyway)"
-            )
+            raise _not_a_run(root)
         if previous is not None and mode == "new":
-            raise StoreError(
-                f"{root} already holds a run ({previous.get('status', 'unknown')}); pass "
-                "--resume to finish it, --overwrite to replace it, or choose another --out"
-            )
+            raise _holds_a_run(root, previous)
+        if previous is not None and mode == "resume" and identity:
+            check_resumable(root, previous, identity, complete=False)
 
     @classmethod
     def attach(cls, root: str | Path, class_names: Sequence[str]) -> RunStore:
@@ -170,31 +202,17 @@ class RunStore:
         if previous is None:
             if self.root.exists() and mode != "overwrite" and any(
                     not is_temporary(entry.name) for entry in self.root.iterdir()):
-                raise StoreError(
-                    f"{self.root} is not empty and holds no dmgd run; choose an empty or new "
-                    "directory for --out (or pass --overwrite to write into it anyway)"
-                )
+                raise _not_a_run(self.root)
         elif mode == "new":
-            raise StoreError(
-                f"{self.root} already holds a run ({previous.get('status', 'unknown')}); pass "
-                "--resume to finish it, --overwrite to replace it, or choose another --out"
-            )
+            raise _holds_a_run(self.root, previous)
         elif mode == "resume":
-            before = previous.get("identity", {})
-            if not isinstance(before, dict):
-                before = {}
-            changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
-            if changed:
-                raise StoreError(
-                    f"cannot resume: the run in {self.root} was made with different "
-                    f"{', '.join(changed)}; rerun with the same recipe and settings, or pass --overwrite"
-                )
+            check_resumable(self.root, previous, identity, complete=True)
         elif mode == "overwrite":
             self._remove_previous(previous)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"cannot create --out {self.root}: {e.strerror or e}") from None
+            raise StoreError(f"cannot create {option('out')} {self.root}: {e.strerror or e}") from None
         removed = self.remove_temporary()
         if removed:
             log.warning("removed %d temporary file(s) a killed run left in %s", removed, self.root)
@@ -257,7 +275,7 @@ class RunStore:
         from safetensors.torch import load_file
 
         path = self.latent_path(cls, index)
-        hint = "delete it (and its PNG) and rerun with --resume to sample it again"
+        hint = f"delete it (and its PNG) and rerun with {option('resume')} to sample it again"
         try:
             latent = load_file(path)["latent"]
         except (SafetensorError, KeyError, OSError, ValueError) as error:
@@ -300,10 +318,11 @@ class RunStore:
         except json.JSONDecodeError:
             raise StoreError(
                 f"{self.manifest_path} is not valid JSON; it was not written by dmgd, or was edited. "
-                "Restore it, or pass --overwrite"
+                f"Restore it, or pass {option('overwrite')}"
             ) from None
         if not isinstance(manifest, dict):
-            raise StoreError(f"{self.manifest_path} is not a dmgd manifest; pass --overwrite to replace the run")
+            raise StoreError(f"{self.manifest_path} is not a dmgd manifest; pass {option('overwrite')} to replace "
+                             "the run")
         return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ sampling order: p = k/(n-1) for the k-th of n steps, 0 when n == 1.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from dmgd.language import ast
 from dmgd.language.checker import check_recipe, check_value, convert_value
@@ -116,6 +116,23 @@ def _run_steps_text(indices: list[int], num_steps: int) -> str:
     return f"run steps i = {i_first} down to {i_last} ({n} steps)"
 
 
+def empty_window_warning(recipe: ast.Recipe, rule: ast.Rule, num_steps: int, clock: int,
+                         sigmas: Sequence[float] | None) -> Diagnostic:
+    """The warning for a rule whose window holds at no step of the run; a sigma window's
+    hint names the range of sigma the run spans."""
+    if isinstance(rule.window, ast.SigmaRange) and sigmas:
+        hint = (f"this run's sigma spans {min(sigmas):.4g}..{max(sigmas):.4g} "
+                f"({num_steps} steps); move the window into that range")
+    else:
+        hint = "widen the window or run with more steps"
+    return Diagnostic(
+        "warning",
+        f"window `{recipe.source[rule.window.span.start:rule.window.span.end]}` holds at no step of this "
+        f"{num_steps}-step run (recipe clock: {clock} steps); its terms never act",
+        rule.window.span, "empty-window-at-run", help=hint,
+    )
+
+
 def compile_schedule(
     recipe: ast.Recipe,
     *,
@@ -188,15 +205,8 @@ def compile_schedule(
     if conflicts:
         raise RecipeError(conflicts, recipe.source, recipe.path)
 
-    for r, rule in enumerate(rules):
-        if not held[r]:
-            warnings.append(Diagnostic(
-                "warning",
-                f"window `{recipe.source[rule.window.span.start:rule.window.span.end]}` holds at no step of this "
-                f"{num_steps}-step run (recipe clock: {clock} steps); its terms never act",
-                rule.window.span, "empty-window-at-run",
-                help="widen the window or run with more steps",
-            ))
+    warnings += [empty_window_warning(recipe, rule, num_steps, clock, sigmas)
+                 for r, rule in enumerate(rules) if not held[r]]
 
     # The implicit refine's window is every step no conditioning rule holds at, so that
     # `t<25: refine` written out and left implicit compile alike (progress included).

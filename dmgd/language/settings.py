@@ -26,7 +26,8 @@ SETTING_SPECS: tuple[ParamSpec, ...] = (
               low=0, high=2**63 - 1, rampable=False),
     ParamSpec("model", "str", None, "a local directory or a cached hub id of a diffusers DiT (default: embedded digits DiT)"),
     ParamSpec("data", "str", None, "an ImageFolder directory of real images (default: embedded digits train split)"),
-    ParamSpec("matching", "choice", "greedy", "greedy: sample i is guided with samples < i frozen; joint",
+    ParamSpec("matching", "choice", "greedy", "greedy: sample i is guided with its class's samples < i, finished and frozen; "
+              "joint: a class's samples are sampled together, each guided by the others' current estimates",
               choices=("greedy", "joint")),
     ParamSpec("cfg_channels", "int", 0,
               "latent channels CFG guides: 0 = all; 3 reproduces DiT-XL/2's own forward_with_cfg",

@@ -56,7 +56,7 @@ DIT_CLASS_NAMES = ("DiTTransformer2DModel", "Transformer2DModel")
 
 DOWNLOAD_HINT = (
     "To use a pretrained DiT, download it (on a machine with internet access) with\n"
-    "    huggingface-cli download facebook/DiT-XL-2-256 "
+    "    hf download facebook/DiT-XL-2-256 "
     "--include 'transformer/*' 'vae/*' 'scheduler/*' 'model_index.json' "
     "--local-dir DiT-XL-2-256\n"
     "and pass the folder with `--set model=DiT-XL-2-256` (or `model = \"DiT-XL-2-256\"` in "
