@@ -44,7 +44,7 @@ def bench_in_process(runs: int) -> dict[str, float]:
 
     text = RECIPE.read_text(encoding="utf-8")
     t0 = time.perf_counter()
-    recipe = parse_recipe(text, str(RECIPE))  # the first parse loads (or builds) the LALR parser
+    recipe = parse_recipe(text, str(RECIPE))  # the first parse imports the generated parser
     first = (time.perf_counter() - t0) * 1e3
     warmup = max(50, runs // 10)
     return {
@@ -68,7 +68,7 @@ def _wall(cmd: list[str]) -> float:
 def bench_cold_start(runs: int) -> dict[str, float]:
     check = [sys.executable, "-m", "dmgd", "check", str(RECIPE.relative_to(ROOT))]
     baseline = [sys.executable, "-c", "pass"]
-    _wall(check)  # fills the grammar cache and the OS file cache, as any second run finds them
+    _wall(check)  # fills the OS file cache, as any second run finds it
     _wall(baseline)
     checks, bases = [], []
     for _ in range(runs):
@@ -96,7 +96,7 @@ def main() -> None:
           f"{PARSE_COMPILE_TARGET_MS / inproc['parse_compile']:.1f}x under it)")
     print(f"  parse alone: {inproc['parse']:.3f} ms; compile alone: {inproc['compile']:.3f} ms; "
           f"compile at N = 100: {inproc['compile_n100']:.3f} ms")
-    print(f"  the first parse in a process (loads the cached LALR parser, or builds it): "
+    print(f"  the first parse in a process (imports the generated parser, builds its lexer): "
           f"{inproc['first_parse']:.0f} ms")
     print(f"cold start, median of {args.cold}: `dmgd check` {cold['check']:.3f} s, `python -c pass` "
           f"{cold['baseline']:.3f} s (min {cold['check_min']:.3f} s vs {cold['baseline_min']:.3f} s)")

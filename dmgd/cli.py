@@ -1,12 +1,121 @@
 """The `dmgd` command line: a thin typer layer over the public API.
 
-Commands import their heavy dependencies (torch, diffusers, POT) inside their bodies so
-that `dmgd check`, `dmgd fmt` and `dmgd terms` start fast.
+`dmgd check`, `fmt` and `terms` must start fast, so what would slow every command's
+start-up (torch, diffusers, POT, matplotlib, rich, and the dmgd modules that import
+them) is imported inside the commands that use it; the language itself is cheap.
 """
 
 from __future__ import annotations
 
+import enum as _enum
+import json
+import os as _os
+import sys as _sys
+import typing
+from pathlib import Path as _Path
+from typing import Any as _Any, Optional as _Optional
+
 import typer
+
+from dmgd.api import check as check_recipe
+from dmgd.api import compile as compile_recipe
+from dmgd.api import decode_recipe_bytes, read_recipe_text
+from dmgd.data.atomic import atomic_write_text
+from dmgd.errors import DmgdError
+from dmgd.language.diagnostics import RecipeError, render_json, render_text
+from dmgd.language.formatter import canonical_hash, format_recipe
+from dmgd.language.overrides import parse_overrides
+from dmgd.language.parser import parse_recipe
+from dmgd.language.settings import SETTING_SPECS
+from dmgd.terms.registry import FromSetting, RampDefault, all_terms
+
+# --- converting parameters without pydantic ----------------------------------------------
+# typer converts each parameter's value through pydantic, whose import would cost
+# `dmgd check` about a third of its start-up; typer has no public way around that (its
+# `parser=` goes through pydantic too). So the language commands' class gives each str,
+# int, bool, path, enum or list parameter a converter of its own, through the one typer
+# internal this needs: the parameter's lazily filled `_runtime_param` slot (read with its
+# `type_descriptor`). Under a typer without that slot, typer converts as usual.
+
+
+class _LightParams:
+    """Fills each parameter's converter before typer would build its pydantic one."""
+
+    def parse_args(self, ctx, args):
+        for param in self.get_params(ctx):
+            leaf = _light_leaf(param)
+            if leaf is not None and getattr(param, "_runtime_param", False) is None:
+                param._runtime_param = _LightConverter(leaf, param.type_descriptor.parameter_info)
+        return super().parse_args(ctx, args)
+
+
+class _LightCommand(_LightParams, typer.core.TyperCommand):
+    pass
+
+
+class _LightGroup(_LightParams, typer.core.TyperGroup):
+    """The `dmgd` group itself: its own `--help` flag, converted without pydantic."""
+
+
+def _light_leaf(param) -> _Any:
+    """The type a parameter's values convert to, if `_LightConverter` handles it."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is None:
+        return None
+    annotation = descriptor.annotation
+    leaf = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
+    if leaf in (str, int, bool, _Path) or (isinstance(leaf, type) and issubclass(leaf, _enum.Enum)):
+        return leaf
+    return None
+
+
+class _LightConverter:
+    """What typer asks of a parameter's converter: `coerce(value, param, ctx)`."""
+
+    def __init__(self, leaf: type, info: _Any):
+        self.leaf, self.low, self.high = leaf, info.min, info.max
+
+    def coerce(self, value: _Any, param: _Any, ctx: _Any) -> _Any:
+        many = param.multiple or param.nargs == -1
+        if value is None:
+            return () if many else None
+        if many and isinstance(value, str):
+            raise typer.BadParameter("Value must be an iterable.", ctx=ctx, param=param)
+        if isinstance(value, (list, tuple)):
+            return [self._one(v, param, ctx) for v in value]
+        return self._one(value, param, ctx)
+
+    def _one(self, value: _Any, param: _Any, ctx: _Any) -> _Any:
+        leaf = self.leaf
+        if leaf is str:
+            return str(value)
+        if leaf is bool:
+            if isinstance(value, bool):
+                return value
+            raise typer.BadParameter(f"{value!r} is not true or false", ctx=ctx, param=param)
+        if leaf is _Path:
+            return value if isinstance(value, _Path) else _Path(value)
+        if leaf is int:
+            return self._int(value, param, ctx)
+        if isinstance(value, leaf):
+            return value
+        try:
+            return leaf(value)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in leaf)
+            raise typer.BadParameter(f"{value!r} is not one of {choices}", ctx=ctx, param=param) from None
+
+    def _int(self, value: _Any, param: _Any, ctx: _Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise typer.BadParameter(f"{value!r} is not a whole number", ctx=ctx, param=param) from None
+        low, high = self.low, self.high
+        if (low is not None and number < low) or (high is not None and number > high):
+            bounds = " and ".join(x for x in (low is not None and f">= {low}", high is not None and f"<= {high}") if x)
+            raise typer.BadParameter(f"{number} is out of range: it must be {bounds}", ctx=ctx, param=param)
+        return number
+
 
 app = typer.Typer(
     name="dmgd",
@@ -14,6 +123,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_LightGroup,
 )
 
 
@@ -58,14 +168,8 @@ def pretrain_cmd(
 
 
 # --- the recipe language: check, fmt, explain, plot, terms ------------------------------
-# Everything heavy is imported inside the commands: `check`, `fmt` and `terms` load only
-# the language (lark, attrs); `explain` asks the scheduler for timesteps (diffusers).
-
-import enum as _enum  # noqa: E402
-import os as _os  # noqa: E402
-import sys as _sys  # noqa: E402
-from pathlib import Path as _Path  # noqa: E402
-from typing import Any as _Any, Optional as _Optional  # noqa: E402
+# `check`, `fmt` and `terms` load only the language; `explain` asks the scheduler for
+# timesteps (diffusers), `plot` draws with matplotlib.
 
 
 class OutputFormat(str, _enum.Enum):
@@ -79,8 +183,6 @@ def _colour(err: bool) -> bool:
 
 
 def _print_diagnostics(diagnostics, source: str, path: str, *, err: bool = True) -> None:
-    from dmgd.language.diagnostics import render_text
-
     if diagnostics:
         text = render_text(list(diagnostics), source, path, color=_colour(err))
         typer.echo(text.rstrip("\n"), err=err)
@@ -88,10 +190,6 @@ def _print_diagnostics(diagnostics, source: str, path: str, *, err: bool = True)
 
 def _load(file: str):
     """(source, path, recipe or None, diagnostics): a file ("-" is stdin), parsed."""
-    from dmgd.api import decode_recipe_bytes, read_recipe_text
-    from dmgd.language.diagnostics import RecipeError
-    from dmgd.language.parser import parse_recipe
-
     path = "<stdin>" if file == "-" else file
     source = ""
     try:
@@ -110,9 +208,6 @@ def _load_or_exit(file: str):
 
 
 def _overrides_or_exit(sets: list[str]) -> dict[str, _Any]:
-    from dmgd.language.diagnostics import RecipeError
-    from dmgd.language.overrides import parse_overrides
-
     try:
         return parse_overrides(sets)
     except RecipeError as err:
@@ -121,9 +216,6 @@ def _overrides_or_exit(sets: list[str]) -> dict[str, _Any]:
 
 
 def _compile_or_exit(recipe, *, steps, sampler, overrides, noise):
-    from dmgd.api import compile as compile_recipe
-    from dmgd.language.diagnostics import RecipeError
-
     try:
         schedule = compile_recipe(recipe, steps=steps, sampler=sampler, overrides=overrides, noise=noise)
     except RecipeError as err:
@@ -133,86 +225,8 @@ def _compile_or_exit(recipe, *, steps, sampler, overrides, noise):
     return schedule
 
 
-class _LightParams:
-    """Converts a command's str, int, bool, path, enum and list parameters itself, rather
-    than through typer's pydantic adapters: importing pydantic would cost `dmgd check`
-    about a third of its start-up. It fills typer's lazily built `_runtime_param`; under a
-    typer without one, typer converts as usual."""
-
-    def parse_args(self, ctx, args):
-        for param in self.get_params(ctx):
-            if getattr(param, "_runtime_param", False) is None and _light_leaf(param) is not None:
-                param._runtime_param = _LightParam(param.type_descriptor.parameter_info,
-                                                   param.type_descriptor.annotation)
-        return super().parse_args(ctx, args)
-
-
-class _LightCommand(_LightParams, typer.core.TyperCommand):
-    pass
-
-
-class _LightGroup(_LightParams, typer.core.TyperGroup):
-    """The `dmgd` group itself: its own `--help` flag, converted without pydantic."""
-
-
-app.info.cls = _LightGroup
-
-
-def _light_leaf(param) -> _Any:
-    import typing
-
-    descriptor = getattr(param, "type_descriptor", None)
-    if descriptor is None:
-        return None
-    annotation = descriptor.annotation
-    leaf = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
-    if leaf in (str, int, bool, _Path) or (isinstance(leaf, type) and issubclass(leaf, _enum.Enum)):
-        return leaf
-    return None
-
-
-try:
-    from typer._coercion import RuntimeParam as _RuntimeParam
-except ImportError:  # another typer: _LightCommand leaves the conversion to typer
-    _RuntimeParam = object
-
-
-class _LightParam(_RuntimeParam):  # type: ignore[misc, valid-type]
-    def _coerce_value(self, value: _Any, param: _Any, ctx: _Any) -> _Any:
-        if isinstance(value, (list, tuple)):
-            return [self._one(v, param, ctx) for v in value]
-        return self._one(value, param, ctx)
-
-    def _one(self, value: _Any, param: _Any, ctx: _Any) -> _Any:
-        from typer._click.exceptions import BadParameter
-
-        leaf = _light_leaf(param)
-        if leaf is str:
-            return str(value)
-        if leaf is bool:
-            if isinstance(value, bool):
-                return value
-            raise BadParameter(f"{value!r} is not true or false", ctx=ctx, param=param)
-        if leaf is _Path:
-            return value if isinstance(value, _Path) else _Path(value)
-        if leaf is int:
-            try:
-                number = int(value)
-            except (TypeError, ValueError):
-                raise BadParameter(f"{value!r} is not a whole number", ctx=ctx, param=param) from None
-            low, high = self.parameter_info.min, self.parameter_info.max
-            if (low is not None and number < low) or (high is not None and number > high):
-                bounds = " and ".join(x for x in (low is not None and f">= {low}", high is not None and f"<= {high}")
-                                      if x)
-                raise BadParameter(f"{number} is out of range: it must be {bounds}", ctx=ctx, param=param)
-            return number
-        if isinstance(value, leaf):
-            return value
-        try:
-            return leaf(value)
-        except ValueError:
-            choices = ", ".join(repr(m.value) for m in leaf)
-            raise BadParameter(f"{value!r} is not one of {choices}", ctx=ctx, param=param) from None
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 _FILES = typer.Argument(..., metavar="FILE", help="recipe files; `-` reads standard input")
@@ -227,61 +241,33 @@ def check_command(
     output_format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text, or json for editors and CI"),
 ) -> None:
     """Check recipes: every diagnostic, and for a clean recipe its identity (sha256)."""
-    import json
-
-    from dmgd.api import check as check_recipe
-    from dmgd.language.diagnostics import render_json
-
-    status = 0
-    reports = []
-    for file in files:
-        source, path, recipe, diagnostics = _load(file)
-        identity = None
-        if recipe is not None:
-            from dmgd.language.formatter import canonical_hash
-
-            diagnostics = check_recipe(recipe)
-            identity = f"sha256:{canonical_hash(recipe)}"
-        errors = sum(d.severity == "error" for d in diagnostics)
-        warnings = len(diagnostics) - errors
-        if errors:
-            status = 1
-            identity = None
-        if output_format is OutputFormat.json:
-            reports.append({"path": path, "ok": not errors, "identity": identity,
-                            "diagnostics": json.loads(render_json(list(diagnostics), path))})
-            continue
-        _print_diagnostics(diagnostics, source, path, err=False)
-        if errors:
-            typer.echo(f"{path}: {errors} error{'s' * (errors != 1)}"
-                       + (f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""))
-        else:
-            tail = f" ({warnings} warning{'s' * (warnings != 1)})" if warnings else ""
-            typer.echo(f"{path}: ok {identity}{tail}")
+    reports = [_check_one(file, output_format) for file in files]
     if output_format is OutputFormat.json:
         typer.echo(json.dumps(reports, indent=2))
-    raise typer.Exit(status)
+    raise typer.Exit(1 if any(not report["ok"] for report in reports) else 0)
 
 
-def _write_atomically(path: str, text: str) -> None:
-    import tempfile
-
-    directory = _os.path.dirname(_os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".dmgd-fmt-", dir=directory)
-    try:
-        with _os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-            out.flush()
-            _os.fsync(out.fileno())
-        try:
-            _os.chmod(tmp, _os.stat(path).st_mode & 0o7777)
-        except OSError:
-            pass
-        _os.replace(tmp, path)
-    except BaseException:
-        if _os.path.exists(tmp):
-            _os.unlink(tmp)
-        raise
+def _check_one(file: str, output_format: OutputFormat) -> dict[str, _Any]:
+    """Checks one file: prints its report as text, or returns it for the JSON list."""
+    source, path, recipe, diagnostics = _load(file)
+    identity = None
+    if recipe is not None:
+        diagnostics = check_recipe(recipe)
+        identity = f"sha256:{canonical_hash(recipe)}"
+    errors = sum(d.severity == "error" for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    if errors:
+        identity = None
+    report = {"path": path, "ok": not errors, "identity": identity}
+    if output_format is OutputFormat.json:
+        report["diagnostics"] = json.loads(render_json(list(diagnostics), path))
+        return report
+    _print_diagnostics(diagnostics, source, path, err=False)
+    if errors:
+        typer.echo(f"{path}: {_plural(errors, 'error')}" + (f", {_plural(warnings, 'warning')}" if warnings else ""))
+    else:
+        typer.echo(f"{path}: ok {identity}" + (f" ({_plural(warnings, 'warning')})" if warnings else ""))
+    return report
 
 
 @app.command("fmt", cls=_LightCommand)
@@ -290,39 +276,38 @@ def fmt_command(
     check: bool = typer.Option(False, "--check", help="change nothing; exit 1 if a file is not formatted"),
 ) -> None:
     """Rewrite recipes in the one canonical layout (comments and rule order kept)."""
-    from dmgd.language.formatter import format_recipe
-
-    status = 0
-    changed = unchanged = 0
-    for file in files:
-        source, path, recipe, diagnostics = _load(file)
-        if recipe is None:
-            _print_diagnostics(diagnostics, source, path)
-            status = 1
-            continue
-        formatted = format_recipe(recipe)
-        if file == "-":
-            if check:
-                if formatted != source:
-                    typer.echo(f"would reformat {path}", err=True)
-                    status = 1
-            else:
-                typer.echo(formatted, nl=False)
-            continue
-        if formatted == source:
-            unchanged += 1
-            continue
-        changed += 1
-        if check:
-            typer.echo(f"would reformat {path}")
-            status = 1
-        else:
-            _write_atomically(file, formatted)
-            typer.echo(f"reformatted {path}")
+    outcomes = [_fmt_one(file, check) for file in files]
     if any(f != "-" for f in files):
+        changed, unchanged = outcomes.count("changed"), outcomes.count("unchanged")
         verb = "would be reformatted" if check else "reformatted"
-        typer.echo(f"{changed} file{'s' * (changed != 1)} {verb}, {unchanged} unchanged", err=True)
-    raise typer.Exit(status)
+        typer.echo(f"{_plural(changed, 'file')} {verb}, {unchanged} unchanged", err=True)
+    failed = "error" in outcomes or (check and ("changed" in outcomes or "unformatted stdin" in outcomes))
+    raise typer.Exit(1 if failed else 0)
+
+
+def _fmt_one(file: str, check: bool) -> str:
+    """Formats one file, or stdin to stdout for `-`; says what it found: "error",
+    "unchanged", "changed" (or would be, with --check), "stdin", "unformatted stdin"."""
+    source, path, recipe, diagnostics = _load(file)
+    if recipe is None:
+        _print_diagnostics(diagnostics, source, path)
+        return "error"
+    formatted = format_recipe(recipe)
+    if file == "-":
+        if not check:
+            typer.echo(formatted, nl=False)
+        elif formatted != source:
+            typer.echo(f"would reformat {path}", err=True)
+            return "unformatted stdin"
+        return "stdin"
+    if formatted == source:
+        return "unchanged"
+    if check:
+        typer.echo(f"would reformat {path}")
+    else:
+        atomic_write_text(_Path(file), formatted)
+        typer.echo(f"reformatted {path}")
+    return "changed"
 
 
 def _fmt_value(value: _Any) -> str:
@@ -358,8 +343,6 @@ def explain_command(
     output_format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text (a table) or json"),
 ) -> None:
     """The compiled schedule, one row a step: time, timestep, sigma, conditioning, energies."""
-    import json
-
     from rich.console import Console
     from rich.table import Table
 
@@ -422,8 +405,6 @@ def plot_command(
 
 
 def _default_text(spec) -> str:
-    from dmgd.terms.registry import FromSetting, RampDefault
-
     default = spec.default
     if isinstance(default, RampDefault):
         shape = "" if default.shape == "linear" else default.shape
@@ -440,9 +421,6 @@ def terms_command() -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
-
-    from dmgd.language.settings import SETTING_SPECS
-    from dmgd.terms.registry import all_terms
 
     console = Console(highlight=False)
 
@@ -691,7 +669,6 @@ def grid_command(
 ) -> None:
     """A contact sheet of a distilled set: one row a class."""
     from dmgd.data.contact_sheet import contact_sheet
-    from dmgd.errors import DmgdError
 
     try:
         sheet = contact_sheet(out, max_per_class=per_class, cell=cell)
@@ -785,26 +762,33 @@ def eval_command(
     """Score a distilled set: classifiers trained on it, tested on real held-out images, over seeds."""
     from rich.console import Console
 
-    from dmgd.errors import DmgdError
+    options = dict(model=model, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                   schedule=schedule, batch_size=batch_size, epochs=epochs, eval_every=eval_every, seeds=seeds,
+                   crop=crop, flip=flip, jitter=jitter, lighting=lighting, cutmix=cutmix, cutmix_prob=cutmix_prob,
+                   image_size=image_size, ipc=ipc, preset=preset, device=device)
+    result = _evaluate_or_exit(out, real, output, options)
+    from dmgd.evaluation.report import summary_table
+
+    Console(highlight=False).print(summary_table(result))
+    typer.echo(f"wrote {result.eval_json}")
+
+
+def _evaluate_or_exit(out: _Path, real: _Optional[_Path], output: _Optional[_Path], options: dict[str, _Any]):
+    """The evaluation's result, its progress drawn on stderr; exits on an error or ^C."""
+    from rich.console import Console
+    from rich.markup import escape
 
     console = Console(stderr=True, highlight=False)
     progress = None
     try:
         from dmgd.evaluation.protocol import EvalConfig, evaluate
-        from dmgd.evaluation.report import summary_table
 
-        config = EvalConfig(model=model, optimizer=optimizer, lr=lr, momentum=momentum,
-                            weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, epochs=epochs,
-                            eval_every=eval_every, seeds=seeds, crop=crop, flip=flip, jitter=jitter,
-                            lighting=lighting, cutmix=cutmix, cutmix_prob=cutmix_prob, image_size=image_size,
-                            ipc=ipc, preset=preset, device=device)
+        config = EvalConfig(**options)
         progress = _EvalProgress(console)
         result = evaluate(out, real, config, reporter=progress, eval_json=output)
     except DmgdError as err:
         if progress is not None:
             progress.close()
-        from rich.markup import escape
-
         # One unwrapped line: a path in the message must stay whole to be copied.
         console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(1) from None
@@ -814,8 +798,7 @@ def eval_command(
         console.print("interrupted; nothing was written")
         raise typer.Exit(130) from None
     progress.close()
-    Console(highlight=False).print(summary_table(result))
-    typer.echo(f"wrote {result.eval_json}")
+    return result
 
 
 @app.command("sample-real")
@@ -831,7 +814,6 @@ def sample_real_command(
 ) -> None:
     """The random-real baseline: N random real training images per class, in a run's layout."""
     from dmgd.data.sample_real import sample_real
-    from dmgd.errors import DmgdError
 
     try:
         result = sample_real(out, ipc, seed, data=data, image_size=image_size, overwrite=overwrite)

@@ -33,3 +33,17 @@ def meaning(node):
             if f.name not in _NOT_MEANING
         )
     return node
+
+
+_GRAMMAR_PARSER: list = []
+
+
+def parse_with_grammar(text):
+    """What lark's parser built from grammar/dmgd.lark returns (the committed generated
+    parser must agree with it); raises lark's UnexpectedInput."""
+    if not _GRAMMAR_PARSER:
+        from dmgd.language.grammar import build_lark
+        from dmgd.language.parser import _Builder
+
+        _GRAMMAR_PARSER.append(build_lark(transformer=_Builder()))
+    return _GRAMMAR_PARSER[0].parse(text)

@@ -131,7 +131,15 @@ def test_fmt_rewrites_in_place_and_is_idempotent(runner, tmp_path):
     result = runner.invoke(app, ["fmt", "--check", path])
     assert result.exit_code == 0
     assert Path(path).read_text(encoding="utf-8") == formatted
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dmgd-fmt-")]  # no temp file left
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no temp file left
+
+
+def test_fmt_keeps_the_file_mode(runner, tmp_path):
+    path = write(tmp_path, UGLY)
+    os.chmod(path, 0o640)
+    assert runner.invoke(app, ["fmt", path]).exit_code == 0
+    assert Path(path).read_text(encoding="utf-8") != UGLY
+    assert os.stat(path).st_mode & 0o777 == 0o640
 
 
 def test_fmt_check_says_which_files_would_change(runner, tmp_path):

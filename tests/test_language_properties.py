@@ -1,7 +1,8 @@
 """Properties of the front end over generated recipes (hypothesis, derandomized).
 
 - every generated recipe parses; `fmt` is idempotent and keeps meaning and comments;
-- the fast parse loop and lark's parser agree exactly (trees, spans, comments, errors);
+- the committed generated parser and lark's parser built from the grammar agree exactly
+  (trees, spans, comments, errors);
 - generated, mutated and random inputs only ever give a Recipe or a RecipeError, whose
   diagnostics point inside the text and render.
 """
@@ -12,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dmgd.language import RecipeError, format_recipe, parse_recipe, render_json, render_text
-from dmgd.language.parser import parse_fast, parse_with_lark
-from language_helpers import meaning
+from dmgd.language.parser import parse_raw
+from language_helpers import meaning, parse_with_grammar
 
 PROFILE = settings(max_examples=200, derandomize=True, deadline=None, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -132,7 +133,7 @@ def mutated(draw):
 
 
 def raw(items):
-    """lark's or the fast loop's raw result, comparable: nodes (with spans), comment tokens."""
+    """A parser's raw result, comparable: nodes (with spans), comment tokens."""
     out = []
     for item in items:
         if hasattr(item, "diagnostics"):
@@ -149,7 +150,16 @@ def lark_result(text):
     from lark.exceptions import UnexpectedInput
 
     try:
-        return raw(parse_with_lark(text))
+        return raw(parse_with_grammar(text))
+    except UnexpectedInput:
+        return None
+
+
+def generated_result(text):
+    from dmgd.language._standalone_parser import UnexpectedInput
+
+    try:
+        return raw(parse_raw(text))
     except UnexpectedInput:
         return None
 
@@ -190,9 +200,9 @@ def test_generated_recipes_parse_format_and_agree_with_lark(text):
     recipe = parse_recipe(text)
     assert recipe.source == text
     check_format(recipe)
-    fast = parse_fast(text)
+    fast = generated_result(text)
     assert fast is not None
-    assert raw(fast) == lark_result(text)
+    assert fast == lark_result(text)
 
 
 @PROFILE
@@ -201,12 +211,7 @@ def test_mutated_recipes_raise_only_recipe_errors_and_agree_with_lark(text):
     recipe = check_outcome(text)
     if recipe is not None:
         check_format(recipe)
-    fast = parse_fast(text)
-    slow = lark_result(text)
-    if fast is not None:
-        assert raw(fast) == slow
-    else:  # the fast loop may only give up where lark fails too
-        assert slow is None, text
+    assert generated_result(text) == lark_result(text), text
 
 
 @PROFILE

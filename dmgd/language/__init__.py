@@ -1,7 +1,7 @@
 """The `.dmgd` recipe language: parse, check, format, compile.
 
-Importing this package is cheap (no torch, diffusers or numpy; lark is imported on the
-first parse), so that `dmgd check` and `dmgd fmt` start fast.
+Importing this package is cheap (no torch, diffusers, numpy or lark; the generated parser
+is imported on the first parse), so that `dmgd check` and `dmgd fmt` start fast.
 """
 
 from __future__ import annotations

@@ -1,24 +1,10 @@
 """The checker: every problem of a parsed recipe, all at once.
 
 `check_recipe(recipe)` validates settings against `SETTING_SPECS`, term calls against the
-term registry, values against their `ParamSpec` (type, range, ramps), and windows against
+term registry, values against their `ParamSpec` (type, range, ramps) and windows against
 the recipe clock, and reports two conditioning terms that hold on one step. It never
-stops at the first problem and never raises (except `RecipeError`, which it does not
-raise either: it returns diagnostics; the compiler raises).
-
-Value conventions (documented in docs/language.md):
-- an `int` parameter takes a whole number (`K=10`; `10.0` is accepted, `2.5` is not);
-- a `float` parameter takes a number, or a percent meaning p/100 (`lam=50%` is 0.5);
-- a `bool` takes `true` or `false`; a `choice` a name or a string among its choices;
-  a `str` a string (a bare name is accepted too);
-- a ramp `a..b`, `cos(a..b)`, `exp(a..b)` only on a rampable number parameter, in a
-  rule whose window is bounded (`a..b`, `a..=b`, `sigma a..b`); both ends must be in the
-  parameter's range, and an `exp` ramp's ends must be > 0.
-
-Diagnostic codes: unknown-setting, unknown-term, unknown-param, duplicate-setting,
-duplicate-param, type-mismatch, invalid-choice, out-of-range, ramp-not-allowed,
-ramp-unbounded-window, ramp-in-setting, empty-window, window-outside-clock,
-conditioning-in-rule, conditioning-overlap.
+stops at the first problem and never raises: it returns diagnostics (the compiler
+raises). The value conventions and the diagnostic codes are in docs/language.md.
 """
 
 from __future__ import annotations
@@ -28,7 +14,7 @@ from typing import Any, Iterable, Mapping
 
 from dmgd.language import ast
 from dmgd.language.clock import clock_interval, exact, is_bounded, window_interval
-from dmgd.language.diagnostics import Diagnostic, Note
+from dmgd.language.diagnostics import Diagnostic, Note, did_you_mean
 from dmgd.language.settings import SETTING_NAMES, setting_spec
 from dmgd.terms.registry import Kind, ParamSpec, TermSpec, all_terms, get_term
 
@@ -38,8 +24,6 @@ DEFAULT_CLOCK = 50
 
 
 def _did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
-    from dmgd.language.diagnostics import did_you_mean
-
     return did_you_mean(name, list(candidates))
 
 

@@ -1,19 +1,11 @@
 """The compiler: a checked recipe, a number of real steps and a sampler -> a `Schedule`.
 
 `compile_schedule` runs the checker first and raises `RecipeError` with every error
-diagnostic; warnings do not stop it and travel on the result, in `Schedule.warnings`
-(callers print them: `dmgd explain`, `dmgd run`).
-
-The clock: the recipe's `steps` is its own clock; N real steps (the `steps=` argument,
-default the clock) put real step i (N-1 first, 0 last) at recipe time tau = i*steps/N.
-A window holds at a step when tau lies in it (sigma windows: when the step's sigma does).
-At each step the conditioning is the one conditioning term whose rule holds, else
-`refine` at the recipe's cfg (rule None; its window, for `progress`, is every step
-no conditioning rule holds at); the energies are every energy term whose rule
-holds, in rule order. Every parameter gets a value: written, or its default
-(`FromSetting` reads the resolved setting, `RampDefault` ramps over the window), and a
-ramp is evaluated at the step's progress p over the window's steps at this run's N, in
-sampling order: p = k/(n-1) for the k-th of n steps, 0 when n == 1.
+diagnostic; warnings travel on the result (`Schedule.warnings`). At each real step it
+picks the one conditioning term whose rule holds (else `refine` at the recipe's cfg) and
+every energy term whose rule holds, in rule order, each with every parameter's value at
+that step: written, ramped over its window, or its default. The clock and ramps are
+described in docs/language.md.
 """
 
 from __future__ import annotations
@@ -24,6 +16,8 @@ from dmgd.language import ast
 from dmgd.language.checker import check_recipe, check_value, convert_value
 from dmgd.language.clock import progress, ramp_value, window_steps
 from dmgd.language.diagnostics import Diagnostic, Note, RecipeError
+from dmgd.language.formatter import canonical_hash
+from dmgd.language.overrides import validate_overrides
 from dmgd.language.schedule import NoiseLevels, Schedule, Step, TermUse
 from dmgd.language.settings import Settings, setting_spec
 from dmgd.terms.registry import FromSetting, Kind, ParamSpec, RampDefault, TermSpec, get_term
@@ -59,8 +53,6 @@ def resolve_settings(
 def _validate_overrides(overrides: Mapping[str, Any] | None, sampler: str | None) -> dict[str, Any]:
     if not overrides and sampler is None:
         return dict(overrides or {})
-    from dmgd.language.overrides import validate_overrides
-
     given = dict(overrides or {})
     if sampler is not None:
         given["sampler"] = sampler
@@ -153,21 +145,49 @@ def compile_schedule(
     Raises RecipeError with every error diagnostic of the recipe; its warnings are in the
     result's `warnings`.
     """
+    settings, warnings = _checked_settings(recipe, overrides, sampler)
+    clock = settings.steps
+    num_steps = clock if steps is None else steps
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
+    rules = [st for st in recipe.statements if isinstance(st, ast.Rule)]
+    noise = _noise_levels(noise, settings.sampler, num_steps, recipe, rules)
+    sigmas = noise.sigmas if noise is not None else None
+
+    # Where each rule holds, in sampling order (index 0 = the noisiest step).
+    held: list[list[int]] = [window_steps(rule.window, clock, num_steps, sigmas) for rule in rules]
+    cond_rules = _conditioning_rules(rules)
+    _refuse_conditioning_overlap(recipe, rules, cond_rules, held, num_steps)
+    warnings.extend(empty_window_warning(recipe, rule, num_steps, clock, sigmas)
+                    for rule, steps in zip(rules, held) if not steps)
+    out_steps = _steps(rules, held, cond_rules, settings, num_steps, noise)
+    warnings.sort(key=lambda d: (d.span.start, d.span.end) if d.span is not None else (-1, -1))
+    return Schedule(
+        steps=tuple(out_steps),
+        settings=settings,
+        num_steps=num_steps,
+        recipe_hash=canonical_hash(recipe),
+        warnings=tuple(warnings),
+    )
+
+
+def _checked_settings(recipe: ast.Recipe, overrides: Mapping[str, Any] | None,
+                      sampler: str | None) -> tuple[Settings, list[Diagnostic]]:
+    """The resolved settings and the recipe's warnings; RecipeError for its errors."""
     resolved_overrides = _validate_overrides(overrides, sampler)
     diagnostics = check_recipe(recipe, overrides=resolved_overrides)
     errors = [d for d in diagnostics if d.severity == "error"]
     if errors:
         raise RecipeError(errors, recipe.source, recipe.path)
     warnings = [d for d in diagnostics if d.severity == "warning"]
+    return resolve_settings(recipe, resolved_overrides), warnings
 
-    settings = resolve_settings(recipe, resolved_overrides)
-    clock = settings.steps
-    num_steps = clock if steps is None else steps
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
-    rules = [st for st in recipe.statements if isinstance(st, ast.Rule)]
+
+def _noise_levels(noise: NoiseLevels | Callable[[str, int], NoiseLevels] | None, sampler: str, num_steps: int,
+                  recipe: ast.Recipe, rules: list[ast.Rule]) -> NoiseLevels | None:
+    """The run's noise levels (resolved if given as a function), checked against the run."""
     if callable(noise):
-        noise = noise(settings.sampler, num_steps)
+        noise = noise(sampler, num_steps)
     if noise is not None and (len(noise.sigmas) != num_steps or len(noise.timesteps) != num_steps):
         raise ValueError(f"noise levels cover {len(noise.sigmas)} steps, the run has {num_steps}")
     if noise is None and any(isinstance(r.window, ast.SigmaRange) for r in rules):
@@ -176,18 +196,23 @@ def compile_schedule(
             f"{recipe.path}:{line}: the recipe has a sigma window, and placing it needs the run's noise levels: "
             f"pass noise=NoiseLevels(...) (dmgd.compile(..., noise='auto') resolves them from the sampler)"
         )
-    sigmas = noise.sigmas if noise is not None else None
+    return noise
 
-    # Where each rule holds, in sampling order (index 0 = the noisiest step).
-    held: list[list[int]] = [window_steps(rule.window, clock, num_steps, sigmas) for rule in rules]
 
-    # Two conditioning rules on one run step: only sigma windows can get here (the checker
-    # rejects clock windows that overlap anywhere in recipe time).
+def _conditioning_rules(rules: list[ast.Rule]) -> list[tuple[int, ast.Term]]:
+    """(rule index, its conditioning term) for each rule that has one."""
     cond_rules = []
     for r, rule in enumerate(rules):
         term = next((t for t in rule.terms if get_term(t.name).kind is Kind.CONDITIONING), None)
         if term is not None:
             cond_rules.append((r, term))
+    return cond_rules
+
+
+def _refuse_conditioning_overlap(recipe: ast.Recipe, rules: list[ast.Rule], cond_rules: list[tuple[int, ast.Term]],
+                                 held: list[list[int]], num_steps: int) -> None:
+    """RecipeError for two conditioning rules on one run step: only sigma windows can get
+    here (the checker rejects clock windows that overlap anywhere in recipe time)."""
     conflicts = []
     for b, (rb, tb) in enumerate(cond_rules):
         for ra, ta in cond_rules[:b]:
@@ -205,9 +230,11 @@ def compile_schedule(
     if conflicts:
         raise RecipeError(conflicts, recipe.source, recipe.path)
 
-    warnings += [empty_window_warning(recipe, rule, num_steps, clock, sigmas)
-                 for r, rule in enumerate(rules) if not held[r]]
 
+def _steps(rules: list[ast.Rule], held: list[list[int]], cond_rules: list[tuple[int, ast.Term]],
+           settings: Settings, num_steps: int, noise: NoiseLevels | None) -> list[Step]:
+    """Every step of the run, in sampling order, with its conditioning and energies."""
+    clock = settings.steps
     # The implicit refine's window is every step no conditioning rule holds at, so that
     # `t<25: refine` written out and left implicit compile alike (progress included).
     conditioned = {index for r, _ in cond_rules for index in held[r]}
@@ -245,15 +272,4 @@ def compile_schedule(
             conditioning=conditioning,
             energies=tuple(energies),
         ))
-
-    from dmgd.language.formatter import canonical_hash
-
-    warnings.sort(key=lambda d: (d.span.start, d.span.end) if d.span is not None else (-1, -1))
-    return Schedule(
-        steps=tuple(out_steps),
-        settings=settings,
-        num_steps=num_steps,
-        recipe_hash=canonical_hash(recipe),
-        warnings=tuple(warnings),
-    )
-
+    return out_steps

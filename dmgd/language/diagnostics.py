@@ -6,6 +6,8 @@ this module too, so every tool reports the same way.
 
 from __future__ import annotations
 
+import difflib
+import json
 from typing import Iterable, Literal
 
 from attrs import frozen
@@ -56,8 +58,6 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
 
     Closeness is difflib's ratio (cutoff 0.6); a candidate that differs only in case wins.
     """
-    import difflib
-
     pool = [c for c in candidates if c != name]
     if not pool or not name:
         return None
@@ -210,8 +210,6 @@ def render_json(diagnostics: Iterable[Diagnostic], path: str) -> str:
     column, end_line, end_column (1-based, end exclusive; null without a span),
     severity, code, message, help (or null), expected (a list of words) and notes (a
     list of {message, line, column, end_line, end_column})."""
-    import json
-
     def where(span: Span | None) -> dict[str, int | None]:
         if span is None:
             return {"line": None, "column": None, "end_line": None, "end_column": None}

@@ -4,29 +4,8 @@
     canonical_text(recipe) -> str   the same without comments and blank lines
     canonical_hash(recipe) -> str   sha256 hex of canonical_text
 
-The layout:
-- statements keep their order; one statement per line (`;`-joined statements are split);
-- comment lines stay where they were, in order, on their own lines; a comment that
-  followed a statement on its line stays at the end of that line, after two spaces;
-- blank lines between groups collapse to one; none at the start or the end;
-- canonical spacing: `name = value`, `window: term(a=1, b=2), term2`, windows as
-  `25..45`, `25..=45`, `t>=45`, `90%..100%`, `sigma 0.28..5.42`, `*`; a term without
-  parameters has no parentheses; ramps as `0.05..0.5`, `cos(0..1)`, `exp(0.1..1)`;
-- numbers: a whole number written without point or exponent keeps its digits (leading
-  zeros and the sign of zero dropped: `007` is `7`), so `K=10` stays `10` and a long
-  seed keeps every digit; any other number is Python's `repr` of its float, the
-  shortest text that reads back as exactly the same float (`1e-3` is `0.001`, `1E5`
-  is `100000.0`, `0.50` is `0.5`); percents and window bounds (which the syntax tree
-  keeps only as floats) are written whole when whole (`90%`, `45`) and by `repr`
-  otherwise; a number too large for a float keeps its text;
-- strings are re-escaped (`\\` and `\"`); the text ends with exactly one newline (an
-  empty recipe formats to the empty text).
-
-`format_recipe` is idempotent, and `parse(format_recipe(parse(x)))` has the same
-statements as `parse(x)` (everything but spans and number spellings). The hash covers
-statements only, so editing a comment or the layout keeps a recipe's identity, while any
-change of meaning (and the spelling of a whole number versus a decimal, `10` vs `10.0`,
-which the checker tells apart) changes it.
+`format_recipe` is idempotent and keeps the statements' meaning; the layout rules and
+what the hash covers are in docs/language.md ("Formatting and the recipe hash").
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ from typing import Any, Iterable, Mapping
 from attrs import evolve
 
 from dmgd.language import ast
-from dmgd.language.checker import check_value, convert_value
-from dmgd.language.diagnostics import Diagnostic, RecipeError
+from dmgd.language.checker import check_value, convert_value, expected_text
+from dmgd.language.diagnostics import Diagnostic, RecipeError, did_you_mean
+from dmgd.language.parser import parse_recipe
 from dmgd.language.settings import SETTING_NAMES, setting_spec
 
 __all__ = ["COMMAND_LINE", "parse_overrides", "validate_overrides"]
@@ -26,8 +27,6 @@ COMMAND_LINE = "<command line>"
 
 
 def _did_you_mean(name: str) -> str | None:
-    from dmgd.language.diagnostics import did_you_mean
-
     s = did_you_mean(name, list(SETTING_NAMES))
     if s and not s.startswith("did you mean"):
         s = f"did you mean `{s}`?"
@@ -70,8 +69,6 @@ def _parse_one(arg: str, line: int, offset: int) -> tuple[str | None, Any, list[
         if not raw.strip():
             return None, None, [Diagnostic("error", f"setting `{stripped}` needs a value", whole, "override-syntax")]
         return stripped, raw.strip(), []
-    from dmgd.language.parser import parse_recipe
-
     try:
         recipe = parse_recipe(arg, COMMAND_LINE)
     except RecipeError as err:
@@ -167,8 +164,6 @@ def _type_ok(spec, value) -> bool:
 def _python_value_problem(spec, value) -> str | None:
     what = f"setting `{spec.name}`"
     if not _type_ok(spec, value):
-        from dmgd.language.checker import expected_text
-
         return f"{what} expects {expected_text(spec)}, got {value!r}"
     if spec.type == "choice" and value not in spec.choices:
         return f"{what} has no choice `{value}`: expected one of {' | '.join(spec.choices)}"

@@ -1,31 +1,19 @@
 """The recipe parser: text in, `Recipe` (the syntax tree of ast.py) out, or `RecipeError`.
 
-    parse_recipe(text, path="<recipe>") -> Recipe
-
-How it works
-- The grammar (`grammar/dmgd.lark`) is LALR(1) with lark's contextual lexer; a
-  transformer given to the Lark constructor builds the AST nodes while parsing, in one
-  pass, each with its `Span` computed from its tokens.
-- Names that act as words of the language (`t`, `sigma`, `cos`, `exp`, `true`,
-  `false`) are plain NAME tokens, checked here: `x>=45:` is a syntax error that says
-  `t` was expected; `lin(0..1)` says the ramp shapes are `cos` and `exp`.
-- Error recovery: when the whole text does not parse, it is cut into statements (at
-  `;` and newlines, outside strings and comments) and each statement is parsed on its
-  own, so that every broken statement gets its own diagnostic. After `MAX_ERRORS`
-  errors the parser stops and says so.
-- Any input whatsoever gives a `Recipe` or raises `RecipeError`: nothing else.
-
-Spans: `line` and `column` are 1-based and count characters (a tab is one column);
-`end_line`/`end_column` and `end` are exclusive (the position just past the node), so a
-one-character token at column 5 has end_column 6; `start`/`end` are 0-based offsets into
-the text.
+The LALR(1) parser is generated from `grammar/dmgd.lark` into `_standalone_parser.py`;
+`_Builder` makes the AST nodes (with their spans) while it parses. A text that does not
+parse is parsed again statement by statement, so that each broken statement gets its own
+diagnostic. Any input whatsoever gives a `Recipe` or raises `RecipeError`.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
+from functools import cache
 from typing import Any, Iterator
+
+from attrs import evolve
 
 from dmgd.language import ast
 from dmgd.language.ast import (
@@ -110,7 +98,7 @@ _ESCAPE = re.compile(r"\\(.)", re.S)
 
 
 class _Builder:
-    """The AST builder lark calls at each reduction (inline: no parse tree is built)."""
+    """The AST builder the parser calls at each reduction (inline: no parse tree is built)."""
 
     def start(self, children: list[Any]) -> list[Any]:
         return children
@@ -259,153 +247,28 @@ def bound_text(bound: Bound) -> str:
     return text + ("%" if bound.percent else "")
 
 
-def _lark():
-    from dmgd.language.grammar import shared_lark
-
-    return shared_lark("recipe", _Builder)
+# --- the generated parser ------------------------------------------------------------
 
 
-# --- the fast path --------------------------------------------------------------------
-#
-# lark's own parse loop costs a few microseconds a token; a recipe parse is a few dozen
-# tokens, and `dmgd` parses recipes on every command. So valid recipes go through a
-# tighter loop over lark's own LALR table, with lark's own reduction callbacks (which
-# call `_Builder`) and a lexer made of lark's own terminals, tried in lark's order.
-# Whenever this loop meets anything it does not accept, it gives up and lark's parser
-# runs instead, which accepts exactly the same texts (the tests check the two agree) and
-# describes the errors. Lexing without lark's context is safe here because no terminal
-# can be split into two tokens that would fit where the whole one does not (`..=` is
-# never `..` then `=`, `90%` never `90` then `%`): the grammar passes lark's strict mode.
+@cache
+def _generated() -> Any:
+    """The generated parser module, imported on first use rather than at the top: it is
+    about 140 KB of code, and `import dmgd` and `import dmgd.language` must stay cheap."""
+    from dmgd.language import _standalone_parser
+
+    return _standalone_parser
 
 
-class _Tok:
-    """A token as `_Builder` reads it (the attributes of lark's Token it uses)."""
-
-    __slots__ = ("type", "value", "start_pos", "end_pos", "line", "column", "end_line", "end_column")
-
-    def __init__(self, type: str, value: str, start: int, end: int, line: int, column: int):
-        self.type = type
-        self.value = value
-        self.start_pos = start
-        self.end_pos = end
-        self.line = line
-        self.column = column
-        self.end_line = line
-        self.end_column = column + end - start
+@cache
+def _parser() -> Any:
+    """The parser, with `_Builder` as its transformer (built once per process)."""
+    return _generated().Lark_StandAlone(transformer=_Builder())
 
 
-class _FastParser:
-    def __init__(self, lark: Any):
-        from lark.parsers.lalr_analysis import Shift
-
-        inner = lark.parser.parser.parser  # ParsingFrontend -> LALR_Parser -> _Parser
-        table = inner.parse_table
-        callbacks = inner.callbacks
-        self.start = table.start_states["start"]
-        self.end = table.end_states["start"]
-        gotos: dict[str, dict[int, int]] = {}
-        for state, actions in table.states.items():
-            for symbol, (action, arg) in actions.items():
-                if not _is_terminal(symbol):
-                    gotos.setdefault(symbol, {})[state] = arg
-        # state -> terminal -> the state to shift to (an int), or (size, callback, gotos)
-        self.actions: dict[int, dict[str, Any]] = {}
-        for state, actions in table.states.items():
-            row: dict[str, Any] = {}
-            for symbol, (action, arg) in actions.items():
-                if _is_terminal(symbol):
-                    row[symbol] = arg if action is Shift else (len(arg.expansion), callbacks[arg], gotos[arg.origin.name])
-            self.actions[state] = row
-        terminals = sorted(lark.terminals, key=lambda t: (-t.priority, -t.pattern.max_width,
-                                                           -len(t.pattern.value), t.name))
-        self.scanner = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals))
-        self.ignore = frozenset(lark.lexer_conf.ignore)
-
-    def parse(self, text: str) -> list[Any] | None:
-        """What lark's parse would return, or None where lark would raise (or might)."""
-        actions = self.actions
-        states = [self.start]
-        values: list[Any] = []
-        ignore = self.ignore
-        line = 1
-        line_start = 0
-        pos = 0
-        for m in self.scanner.finditer(text):
-            start = m.start()
-            if start != pos:  # a character no terminal matches
-                return None
-            pos = m.end()
-            kind = m.lastgroup
-            if kind in ignore:
-                continue
-            tok = _Tok(kind, m.group(), start, pos, line, start - line_start + 1)  # type: ignore[arg-type]
-            if kind == "_NL":
-                line += 1
-                line_start = pos
-            while True:
-                act = actions[states[-1]].get(kind)  # type: ignore[arg-type]
-                if act is None:
-                    return None
-                if act.__class__ is int:
-                    states.append(act)
-                    values.append(tok)
-                    break
-                size, callback, gotos = act
-                if size:
-                    children = values[-size:]
-                    del states[-size:]
-                    del values[-size:]
-                else:
-                    children = []
-                states.append(gotos[states[-1]])
-                values.append(callback(children))
-        if pos != len(text):
-            return None
-        while True:
-            act = actions[states[-1]].get("$END")
-            if act is None or act.__class__ is int:
-                return None
-            size, callback, gotos = act
-            if size:
-                children = values[-size:]
-                del states[-size:]
-                del values[-size:]
-            else:
-                children = []
-            value = callback(children)
-            state = gotos[states[-1]]
-            if state == self.end:
-                return value
-            states.append(state)
-            values.append(value)
-
-
-def _is_terminal(symbol: str) -> bool:
-    return symbol == "$END" or symbol.isupper()
-
-
-_FAST: list[_FastParser | None] = []
-
-
-def _fast_parser() -> _FastParser | None:
-    if not _FAST:
-        try:
-            fast: _FastParser | None = _FastParser(_lark())
-        except Exception:  # another lark's internals: parse with lark alone
-            fast = None
-        _FAST.append(fast)
-    return _FAST[0]
-
-
-def parse_with_lark(text: str) -> list[Any]:
-    """The statements and comments (raw) as lark's own parser returns them; raises lark's errors."""
-    return _lark().parse(text)
-
-
-def parse_fast(text: str) -> list[Any] | None:
-    """The same as `parse_with_lark`, or None whenever the fast loop cannot tell."""
-    fast = _fast_parser()
-    return fast.parse(text) if fast is not None else None
+def parse_raw(text: str) -> list[Any]:
+    """The statements (or `_Bad`s) and comment tokens, as the parser's transformer returns
+    them; raises the generated module's `UnexpectedInput` where the text does not parse."""
+    return _parser().parse(text)
 
 
 # --- the entry point ----------------------------------------------------------------
@@ -415,17 +278,19 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
     """Parse a recipe. Raises RecipeError (with every syntax error found) on bad input."""
     if not isinstance(text, str):
         raise TypeError(f"parse_recipe() takes the recipe's text (str), not {type(text).__name__}")
-    from lark.exceptions import UnexpectedInput
+    return _assemble(_parse_or_raise(text, path), text, path)
 
-    items = parse_fast(text)
-    if items is None:
-        parser = _lark()
-        try:
-            items = parser.parse(text)
-        except UnexpectedInput as whole_error:
-            diagnostics = _recover(parser, text, whole_error)
-            raise RecipeError(diagnostics, text, path) from None
 
+def _parse_or_raise(text: str, path: str) -> list[Any]:
+    try:
+        return parse_raw(text)
+    except _generated().UnexpectedInput as whole_error:
+        diagnostics = _recover(text, whole_error)
+    raise RecipeError(diagnostics, text, path)
+
+
+def _assemble(items: list[Any], text: str, path: str) -> Recipe:
+    """The Recipe from the parser's items, or RecipeError for the `_Bad` ones."""
     statements: list[ast.Statement] = []
     comments: list[Comment] = []
     errors: list[Diagnostic] = []
@@ -444,7 +309,7 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
 
 # --- error recovery: one statement at a time ----------------------------------------
 
-# Cuts the text where lark's lexer would: strings (possibly unterminated) and comments
+# Cuts the text where the parser's lexer would: strings (possibly unterminated) and comments
 # are kept whole; `;` and newlines separate statements.
 _PIECES = re.compile(r'(?P<s>"(?:[^"\\\n]|\\[^\n])*"?)|(?P<c>#[^\n]*)|(?P<sep>[;\n])|(?P<o>[^"#;\n]+)')
 _BLANK = " \t\f\r"
@@ -480,16 +345,14 @@ class _Lines:
         return Span(line, start - self.starts[line - 1] + 1, end_line, end - self.starts[end_line - 1] + 1, start, end)
 
 
-def _recover(parser: Any, text: str, whole_error: Exception) -> list[Diagnostic]:
-    from lark.exceptions import UnexpectedInput
-
+def _recover(text: str, whole_error: Exception) -> list[Diagnostic]:
     lines = _Lines(text)
     found: list[Diagnostic] = []
     for start, end in _statements(text):
         piece = text[start:end]
         try:
-            items = parser.parse(piece)
-        except UnexpectedInput as e:
+            items = parse_raw(piece)
+        except _generated().UnexpectedInput as e:
             found.append(_describe(e, text, start, end, lines))
         else:
             for item in items:
@@ -506,8 +369,6 @@ def _recover(parser: Any, text: str, whole_error: Exception) -> list[Diagnostic]
 
 
 def _shift(d: Diagnostic, base: int, lines: _Lines) -> Diagnostic:
-    from attrs import evolve
-
     span = d.span
     if span is None:
         return d
@@ -520,9 +381,10 @@ _STATEMENT_START = {"NAME", "NUMBER", "PERCENT", "STAR"}
 _VALUE = {"NAME", "NUMBER", "PERCENT", "STRING"}
 _BOUND = {"NUMBER", "PERCENT"}
 _END = {"_NL", "_SEMI", "$END", "COMMENT"}
+# The grammar's punctuation terminals and their text.
 _LITERALS = {
     "EQUAL": "=", "COLON": ":", "COMMA": ",", "LPAR": "(", "RPAR": ")", "STAR": "*",
-    "_SEMI": ";", "__ANON_0": "..", "__ANON_1": "..=",
+    "_SEMI": ";", "DOTDOT": "..", "DOTDOT_EQ": "..=",
 }
 _WORDS = {
     "NAME": "a name",
@@ -533,35 +395,18 @@ _WORDS = {
     "COMMENT": "a comment",
 }
 # The order in which expectations are listed.
-_ORDER = ["EQUAL", "CMP", "__ANON_0", "__ANON_1", "COLON", "LPAR", "COMMA", "RPAR", "NAME", "NUMBER", "PERCENT",
+_ORDER = ["EQUAL", "CMP", "DOTDOT", "DOTDOT_EQ", "COLON", "LPAR", "COMMA", "RPAR", "NAME", "NUMBER", "PERCENT",
           "STRING", "STAR"]
 
 
-def _terminal_literals(parser: Any) -> dict[str, str]:
-    """Terminal name -> its literal text, read from the grammar (names like __ANON_0 are lark's)."""
-    table = dict(_LITERALS)
-    try:
-        for t in parser.terminals:
-            if t.pattern.type == "str":
-                table[t.name] = t.pattern.value
-    except Exception:
-        pass
-    return table
-
-
-_LITERAL_CACHE: dict[str, str] = {}
-
-
 def describe_expected(names: set[str] | frozenset[str]) -> tuple[str, ...]:
-    """What would fit, in words, from lark's set of acceptable terminals."""
-    if not _LITERAL_CACHE:
-        _LITERAL_CACHE.update(_terminal_literals(_lark()))
+    """What would fit, in words, from the parser's set of acceptable terminals."""
     names = set(names) - {"WS"}
     if _STATEMENT_START <= names:
         return ("a window", "a setting", "a comment")
-    words: list[str] = []
     if names == {"NAME"}:
         return ("a term",)
+    words: list[str] = []
     if _VALUE <= names:
         words.append("a value")
         names -= _VALUE
@@ -572,18 +417,15 @@ def describe_expected(names: set[str] | frozenset[str]) -> tuple[str, ...]:
         return ("a parameter", "`)`")
     has_end = bool(names & {"_NL", "$END"})
     names -= _END if has_end else set()
-    for name in _ORDER:
-        if name in names:
-            names.discard(name)
-            if name in _WORDS:
-                words.append(_WORDS[name])
-            else:
-                words.append(f"`{_LITERAL_CACHE.get(name, name)}`")
-    for name in sorted(names):  # anything not foreseen
-        words.append(_WORDS.get(name) or f"`{_LITERAL_CACHE.get(name, name)}`")
+    words.extend(_word(name) for name in _ORDER if name in names)
+    words.extend(_word(name) for name in sorted(names - set(_ORDER)))  # anything not foreseen
     if has_end:
         words.append("the end of the statement")
     return tuple(words)
+
+
+def _word(terminal: str) -> str:
+    return _WORDS.get(terminal) or f"`{_LITERALS.get(terminal, terminal)}`"
 
 
 def _or(words: tuple[str, ...]) -> str:
@@ -628,62 +470,73 @@ def _after(text: str, offset: int) -> str:
 _SIGMA_INCLUSIVE = re.compile(r"[ \t\f\r]*sigma[ \t\f\r]+[-0-9.eE+]+[ \t\f\r]*\.\.=")
 _SETTING_WITHOUT_EQUAL = re.compile(r"[ \t\f\r]*([A-Za-z_][A-Za-z0-9_]*)[ \t\f\r]+(?:-?[0-9]|\"|[A-Za-z_])")
 
+# An error in parts: message, span, what was expected, help.
+_Described = tuple[str, Span, tuple[str, ...], str | None]
+
 
 def _describe(e: Any, text: str, base: int, end: int, lines: _Lines) -> Diagnostic:
-    """A Diagnostic for lark's error `e` from parsing text[base:end]."""
-    from lark.exceptions import UnexpectedCharacters, UnexpectedToken
-
+    """A Diagnostic for the parser's error `e` from parsing text[base:end]."""
+    generated = _generated()
     piece = text[base:end]
-    help: str | None = None
+    if isinstance(e, generated.UnexpectedToken):
+        message, span, expected, help = _unexpected_token(e, text, base, end, lines)
+    elif isinstance(e, generated.UnexpectedCharacters):
+        message, span, expected, help = _unexpected_characters(e, piece, base, lines)
+    else:  # pragma: no cover - an LALR parser raises only the two above
+        message, span, expected, help = "syntax error", lines.span(base, base), (), None
+    return Diagnostic("error", message, span, "syntax", help=help or _statement_help(piece), expected=expected)
+
+
+def _unexpected_token(e: Any, text: str, base: int, end: int, lines: _Lines) -> _Described:
+    tok = e.token
     accepted = _accepted(e)
-    if isinstance(e, UnexpectedToken):
-        tok = e.token
-        expected = describe_expected(accepted if accepted is not None else set(e.expected))
-        if tok.type == "$END":
-            at = base + (tok.end_pos or 0)
-            span = lines.span(at, at)
-            found = _after(text, end)
-        else:
-            span = lines.span(base + tok.start_pos, base + tok.end_pos)
-            found = _found_token(tok)
-            if tok.type == "COLON":
-                help = "a window is `a..b`, `a..=b`, `t>=a`, `t>a`, `t<=b`, `t<b`, `*` or `sigma a..b`"
-            elif tok.type == "LPAR" and accepted is not None and "EQUAL" in accepted and "CMP" in accepted:
-                help = "a rule starts with its window: `*: term(...)` holds at every step"
-        message = f"expected {_or(expected)}, found {found}"
-    elif isinstance(e, UnexpectedCharacters):
-        pos = e.pos_in_stream
-        ch = piece[pos] if pos < len(piece) else ""
-        span = lines.span(base + pos, base + pos + 1)
-        expected = describe_expected(accepted if accepted is not None else set(e.allowed or ()))
-        if ch == '"':
-            message = "unterminated string"
-            help = 'close the string with `"` on the same line'
-            expected = ('`"`',)
-        else:
-            message = f"expected {_or(expected)}, found `{_printable(ch)}`"
-            before = piece[pos - 1] if pos > 0 else ""
-            after = piece[pos + 1] if pos + 1 < len(piece) else ""
-            if ch == "." and after.isdigit() and not before.isdigit() and before != ".":
-                help = f"write a digit before the point: `0.{after}`"
-            elif ch == "." and before.isdigit() and not after.isdigit():
-                help = f"write a digit after the point: `{before}.0`"
-    else:  # pragma: no cover - lark's LALR raises only the two above
-        span = lines.span(base, base)
-        expected = ()
-        message = "syntax error"
-    if help is None and _SIGMA_INCLUSIVE.match(piece):
-        help = "a sigma window holds at both of its ends: write `sigma a..b`"
-    if help is None:
-        m = _SETTING_WITHOUT_EQUAL.match(piece)
-        if m and m.group(1) not in ("sigma", "t") and "=" not in piece[: m.end()]:
-            help = f"a setting is written `{m.group(1)} = value`"
-    return Diagnostic("error", message, span, "syntax", help=help, expected=expected)
+    expected = describe_expected(accepted if accepted is not None else set(e.expected))
+    help = None
+    if tok.type == "$END":
+        at = base + (tok.end_pos or 0)
+        span = lines.span(at, at)
+        found = _after(text, end)
+    else:
+        span = lines.span(base + tok.start_pos, base + tok.end_pos)
+        found = _found_token(tok)
+        if tok.type == "COLON":
+            help = "a window is `a..b`, `a..=b`, `t>=a`, `t>a`, `t<=b`, `t<b`, `*` or `sigma a..b`"
+        elif tok.type == "LPAR" and accepted is not None and "EQUAL" in accepted and "CMP" in accepted:
+            help = "a rule starts with its window: `*: term(...)` holds at every step"
+    return f"expected {_or(expected)}, found {found}", span, expected, help
+
+
+def _unexpected_characters(e: Any, piece: str, base: int, lines: _Lines) -> _Described:
+    pos = e.pos_in_stream
+    ch = piece[pos] if pos < len(piece) else ""
+    span = lines.span(base + pos, base + pos + 1)
+    if ch == '"':
+        return "unterminated string", span, ('`"`',), 'close the string with `"` on the same line'
+    accepted = _accepted(e)
+    expected = describe_expected(accepted if accepted is not None else set(e.allowed or ()))
+    before = piece[pos - 1] if pos > 0 else ""
+    after = piece[pos + 1] if pos + 1 < len(piece) else ""
+    help = None
+    if ch == "." and after.isdigit() and not before.isdigit() and before != ".":
+        help = f"write a digit before the point: `0.{after}`"
+    elif ch == "." and before.isdigit() and not after.isdigit():
+        help = f"write a digit after the point: `{before}.0`"
+    return f"expected {_or(expected)}, found `{_printable(ch)}`", span, expected, help
+
+
+def _statement_help(piece: str) -> str | None:
+    """Help that the statement's text alone suggests, where the error gave none."""
+    if _SIGMA_INCLUSIVE.match(piece):
+        return "a sigma window holds at both of its ends: write `sigma a..b`"
+    m = _SETTING_WITHOUT_EQUAL.match(piece)
+    if m and m.group(1) not in ("sigma", "t") and "=" not in piece[: m.end()]:
+        return f"a setting is written `{m.group(1)} = value`"
+    return None
 
 
 def _accepted(e: Any) -> set[str] | None:
     """The terminals that would have let the parse go on where it stopped (exact, unlike
-    the LALR state's lookaheads, which merge contexts), or None if lark cannot tell."""
+    the LALR state's lookaheads, which merge contexts), or None if the parser cannot tell."""
     interactive = getattr(e, "interactive_parser", None)
     if interactive is None:
         return None
