@@ -419,7 +419,7 @@ def plot_command(
 
 
 def _default_text(spec) -> str:
-    from dmgd.terms.registry import FromSetting, RampDefault
+    from dmgd.guidance import FromSetting, RampDefault
 
     default = spec.default
     if isinstance(default, RampDefault):
@@ -439,7 +439,7 @@ def terms_command() -> None:
     from rich.table import Table
 
     from dmgd.language.settings import SETTING_SPECS
-    from dmgd.terms.registry import all_terms
+    from dmgd.guidance import all_terms
 
     console = Console(highlight=False)
 
@@ -472,7 +472,7 @@ def terms_command() -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from dmgd.errors import DmgdError
     from dmgd.sampling.backbones import BackboneError
-    from dmgd.sampling.guidance import GuidanceError
+    from dmgd.sampling.step import GuidanceError
 
     return DmgdError, BackboneError, GuidanceError
 

@@ -7,9 +7,9 @@ diagnostic; warnings do not stop it and travel on the result, in `Schedule.warni
 The clock: the recipe's `steps` is its own clock; N real steps (the `steps=` argument,
 default the clock) put real step i (N-1 first, 0 last) at recipe time tau = i*steps/N.
 A window holds at a step when tau lies in it (sigma windows: when the step's sigma does).
-At each step the conditioning is the one conditioning term whose rule holds, else
-`refine` at the recipe's cfg (rule None; its window, for `progress`, is every step
-no conditioning rule holds at); the energies are every energy term whose rule
+At each step the conditioning is the one conditioning term whose rule holds, else the
+registry's default conditioning term with its defaults (rule None; its window, for
+`progress`, is every step no conditioning rule holds at); the energies are every energy term whose rule
 holds, in rule order. Every parameter gets a value: written, or its default
 (`FromSetting` reads the resolved setting, `RampDefault` ramps over the window), and a
 ramp is evaluated at the step's progress p over the window's steps at this run's N, in
@@ -22,11 +22,11 @@ from typing import Any, Callable, Mapping
 
 from dmgd.language import ast
 from dmgd.language.checker import check_recipe, check_value, convert_value
-from dmgd.language.clock import progress, ramp_value, window_steps
+from dmgd.language.timeline import progress, ramp_value, window_steps
 from dmgd.language.diagnostics import Diagnostic, Note, RecipeError
 from dmgd.language.schedule import NoiseLevels, Schedule, Step, TermUse
 from dmgd.language.settings import Settings, setting_spec
-from dmgd.terms.registry import FromSetting, Kind, ParamSpec, RampDefault, TermSpec, get_term
+from dmgd.guidance import FromSetting, Kind, ParamSpec, RampDefault, TermSpec, default_conditioning, get_term
 
 __all__ = ["compile_schedule", "resolve_settings", "has_sigma_window"]
 
@@ -198,8 +198,8 @@ def compile_schedule(
                 help="widen the window or run with more steps",
             ))
 
-    # The implicit refine's window is every step no conditioning rule holds at, so that
-    # `t<25: refine` written out and left implicit compile alike (progress included).
+    # The default conditioning's window is every step no conditioning rule holds at, so that
+    # it compiles alike written out and left implicit (progress included).
     conditioned = {index for r, _ in cond_rules for index in held[r]}
     implicit = [index for index in range(num_steps) if index not in conditioned]
     implicit_position = {index: k for k, index in enumerate(implicit)}
@@ -210,7 +210,7 @@ def compile_schedule(
         n = len(indices)
         for k, index in enumerate(indices):
             by_step[index].append((r, progress(k, n)))
-    refine = _plan(None, get_term("refine"), settings)
+    default = _plan(None, default_conditioning(), settings)
     out_steps = []
     for index in range(num_steps):
         i = num_steps - 1 - index
@@ -225,7 +225,7 @@ def compile_schedule(
                     energies.append(use)
         if conditioning is None:
             p = progress(implicit_position[index], len(implicit))
-            conditioning = _use(refine[1], None, p)
+            conditioning = _use(default[1], None, p)
         out_steps.append(Step(
             index=index,
             i=i,

@@ -34,22 +34,13 @@ from typing import TYPE_CHECKING, Any
 from attrs import field, frozen
 
 from dmgd.errors import DmgdError
+from dmgd.sampling.schedulers import DEFAULT_SCHEDULER_CONFIG
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
 EMBEDDED_MODEL_ID = "embedded:digits_dit"
-
-DEFAULT_SCHEDULER_CONFIG: dict[str, Any] = {
-    "_class_name": "DDPMScheduler",
-    "num_train_timesteps": 1000,
-    "beta_schedule": "linear",
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
-    "clip_sample": False,
-    "prediction_type": "epsilon",
-}
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DIT_CLASS_NAMES = ("DiTTransformer2DModel", "Transformer2DModel")
@@ -247,6 +238,21 @@ def _class_names(root: Path, tcfg: dict[str, Any], num_classes: int) -> tuple[st
 # --------------------------------------------------------------------------- loading
 
 
+def label_embedders(transformer: Any) -> list[Any]:
+    """Every block's class-label embedder (`norm1.emb.class_embedder`), in block order.
+
+    Raises TypeError naming the first block without one (not a class-conditional DiT)."""
+    found = []
+    for i, block in enumerate(transformer.transformer_blocks):
+        embedder = getattr(getattr(getattr(block, "norm1", None), "emb", None), "class_embedder", None)
+        if embedder is None:
+            raise TypeError(f"block {i} has no class label table; it is not a class-conditional DiT")
+        found.append(embedder)
+    if not found:
+        raise TypeError("the transformer has no blocks with class label tables; it is not a class-conditional DiT")
+    return found
+
+
 def load_backbone(model: str | Path | None = None, device: Any = "cpu",
                   dtype: torch.dtype | None = None) -> Backbone:
     """Load a frozen class-conditional DiT (None: the embedded digits model).
@@ -310,13 +316,11 @@ def load_backbone(model: str | Path | None = None, device: Any = "cpu",
 
     transformer.eval().requires_grad_(False).to(device)
     num_classes = int(transformer.config.num_embeds_ada_norm)
-    for i, block in enumerate(transformer.transformer_blocks):
-        emb = getattr(getattr(block.norm1, "emb", None), "class_embedder", None)
-        if emb is None:
-            raise BackboneError(
-                f"Model {model_id!r}: block {i} has no class label table; it is not a "
-                "class-conditional DiT."
-            )
+    try:
+        embedders = label_embedders(transformer)
+    except TypeError as e:
+        raise BackboneError(f"Model {model_id!r}: {e}.") from None
+    for i, emb in enumerate(embedders):
         rows = emb.embedding_table.num_embeddings
         if rows != num_classes + 1:
             raise BackboneError(
@@ -329,7 +333,7 @@ def load_backbone(model: str | Path | None = None, device: Any = "cpu",
     sdir = root / "scheduler" / "scheduler_config.json"
     scheduler_config = (
         _read_json(sdir, model_id) if tdir != root and sdir.is_file()
-        else dict(DEFAULT_SCHEDULER_CONFIG)
+        else {"_class_name": "DDPMScheduler", **DEFAULT_SCHEDULER_CONFIG}
     )
     cfg = transformer.config
     in_ch = int(cfg.in_channels)
