@@ -116,6 +116,105 @@ def _run_steps_text(indices: list[int], num_steps: int) -> str:
     return f"run steps i = {i_first} down to {i_last} ({n} steps)"
 
 
+def _noise_for(recipe: ast.Recipe, rules: list[ast.Rule], sampler: str, num_steps: int,
+               noise: NoiseLevels | Callable[[str, int], NoiseLevels] | None) -> NoiseLevels | None:
+    """The run's noise levels (resolved when `noise` is a function), checked against N."""
+    if callable(noise):
+        noise = noise(sampler, num_steps)
+    if noise is not None and (len(noise.sigmas) != num_steps or len(noise.timesteps) != num_steps):
+        raise ValueError(f"noise levels cover {len(noise.sigmas)} steps, the run has {num_steps}")
+    if noise is None and any(isinstance(r.window, ast.SigmaRange) for r in rules):
+        line = next(r.span.line for r in rules if isinstance(r.window, ast.SigmaRange))
+        raise ValueError(
+            f"{recipe.path}:{line}: the recipe has a sigma window, and placing it needs the run's noise levels: "
+            f"pass noise=NoiseLevels(...) (dmgd.compile(..., noise='auto') resolves them from the sampler)"
+        )
+    return noise
+
+
+def _conditioning_rules(recipe: ast.Recipe, rules: list[ast.Rule], held: list[list[int]],
+                        num_steps: int) -> list[tuple[int, ast.Term]]:
+    """(rule, its conditioning term) for every rule with one; RecipeError when two hold on
+    one run step (only sigma windows get here: the checker rejects overlapping clock windows)."""
+    cond_rules = []
+    for r, rule in enumerate(rules):
+        term = next((t for t in rule.terms if get_term(t.name).kind is Kind.CONDITIONING), None)
+        if term is not None:
+            cond_rules.append((r, term))
+    conflicts = []
+    for b, (rb, tb) in enumerate(cond_rules):
+        for ra, ta in cond_rules[:b]:
+            shared = sorted(set(held[ra]) & set(held[rb]))
+            if shared:
+                conflicts.append(Diagnostic(
+                    "error",
+                    f"two conditioning terms on one step: `{ta.name}` (rule at line {rules[ra].span.line}) and "
+                    f"`{tb.name}` (rule at line {rules[rb].span.line}) both hold at "
+                    f"{_run_steps_text(shared, num_steps)} of this {num_steps}-step run",
+                    tb.span, "conditioning-overlap",
+                    (Note(f"`{ta.name}` conditions those steps too, by this rule", ta.span),),
+                    "at most one conditioning term holds at a step; make the windows disjoint",
+                ))
+    if conflicts:
+        raise RecipeError(conflicts, recipe.source, recipe.path)
+    return cond_rules
+
+
+def _empty_window_warnings(recipe: ast.Recipe, rules: list[ast.Rule], held: list[list[int]], num_steps: int,
+                           clock: int) -> list[Diagnostic]:
+    return [
+        Diagnostic(
+            "warning",
+            f"window `{recipe.source[rule.window.span.start:rule.window.span.end]}` holds at no step of this "
+            f"{num_steps}-step run (recipe clock: {clock} steps); its terms never act",
+            rule.window.span, "empty-window-at-run",
+            help="widen the window or run with more steps",
+        )
+        for r, rule in enumerate(rules) if not held[r]
+    ]
+
+
+def _steps(rules: list[ast.Rule], held: list[list[int]], conditioned: set[int], settings: Settings,
+           num_steps: int, noise: NoiseLevels | None) -> tuple[Step, ...]:
+    """Every step's terms and values, in sampling order."""
+    clock = settings.steps
+    # The default conditioning's window is every step no conditioning rule holds at, so that
+    # it compiles alike written out and left implicit (progress included).
+    implicit = [index for index in range(num_steps) if index not in conditioned]
+    implicit_position = {index: position for position, index in enumerate(implicit)}
+    # Each term's values: constants once, ramps evaluated per step (a plan per term).
+    plans = [[_plan(term, get_term(term.name), settings) for term in rule.terms] for rule in rules]
+    by_step: list[list[tuple[int, float]]] = [[] for _ in range(num_steps)]
+    for r, indices in enumerate(held):
+        for position, index in enumerate(indices):
+            by_step[index].append((r, progress(position, len(indices))))
+    default = _plan(None, default_conditioning(), settings)
+    out_steps = []
+    for index in range(num_steps):
+        i = num_steps - 1 - index
+        conditioning = None
+        energies = []
+        for r, p in by_step[index]:
+            for is_conditioning, plan in plans[r]:
+                use = _use(plan, r, p)
+                if is_conditioning:
+                    conditioning = use
+                else:
+                    energies.append(use)
+        if conditioning is None:
+            conditioning = _use(default[1], None, progress(implicit_position[index], len(implicit)))
+        out_steps.append(Step(
+            index=index,
+            i=i,
+            tau=i * clock / num_steps,  # int / int: correctly rounded, as float(Fraction) is
+            timestep=float(noise.timesteps[index]) if noise is not None else None,
+            sigma=float(noise.sigmas[index]) if noise is not None else None,
+            conditioning=conditioning,
+            energies=tuple(energies),
+        ))
+    return tuple(out_steps)
+
+
 def compile_schedule(
     recipe: ast.Recipe,
     *,
@@ -149,101 +248,22 @@ def compile_schedule(
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
     rules = [st for st in recipe.statements if isinstance(st, ast.Rule)]
-    if callable(noise):
-        noise = noise(settings.sampler, num_steps)
-    if noise is not None and (len(noise.sigmas) != num_steps or len(noise.timesteps) != num_steps):
-        raise ValueError(f"noise levels cover {len(noise.sigmas)} steps, the run has {num_steps}")
-    if noise is None and any(isinstance(r.window, ast.SigmaRange) for r in rules):
-        line = next(r.span.line for r in rules if isinstance(r.window, ast.SigmaRange))
-        raise ValueError(
-            f"{recipe.path}:{line}: the recipe has a sigma window, and placing it needs the run's noise levels: "
-            f"pass noise=NoiseLevels(...) (dmgd.compile(..., noise='auto') resolves them from the sampler)"
-        )
+    noise = _noise_for(recipe, rules, settings.sampler, num_steps, noise)
     sigmas = noise.sigmas if noise is not None else None
-
     # Where each rule holds, in sampling order (index 0 = the noisiest step).
     held: list[list[int]] = [window_steps(rule.window, clock, num_steps, sigmas) for rule in rules]
-
-    # Two conditioning rules on one run step: only sigma windows can get here (the checker
-    # rejects clock windows that overlap anywhere in recipe time).
-    cond_rules = []
-    for r, rule in enumerate(rules):
-        term = next((t for t in rule.terms if get_term(t.name).kind is Kind.CONDITIONING), None)
-        if term is not None:
-            cond_rules.append((r, term))
-    conflicts = []
-    for b, (rb, tb) in enumerate(cond_rules):
-        for ra, ta in cond_rules[:b]:
-            shared = sorted(set(held[ra]) & set(held[rb]))
-            if shared:
-                conflicts.append(Diagnostic(
-                    "error",
-                    f"two conditioning terms on one step: `{ta.name}` (rule at line {rules[ra].span.line}) and "
-                    f"`{tb.name}` (rule at line {rules[rb].span.line}) both hold at "
-                    f"{_run_steps_text(shared, num_steps)} of this {num_steps}-step run",
-                    tb.span, "conditioning-overlap",
-                    (Note(f"`{ta.name}` conditions those steps too, by this rule", ta.span),),
-                    "at most one conditioning term holds at a step; make the windows disjoint",
-                ))
-    if conflicts:
-        raise RecipeError(conflicts, recipe.source, recipe.path)
-
-    for r, rule in enumerate(rules):
-        if not held[r]:
-            warnings.append(Diagnostic(
-                "warning",
-                f"window `{recipe.source[rule.window.span.start:rule.window.span.end]}` holds at no step of this "
-                f"{num_steps}-step run (recipe clock: {clock} steps); its terms never act",
-                rule.window.span, "empty-window-at-run",
-                help="widen the window or run with more steps",
-            ))
-
-    # The default conditioning's window is every step no conditioning rule holds at, so that
-    # it compiles alike written out and left implicit (progress included).
+    cond_rules = _conditioning_rules(recipe, rules, held, num_steps)
+    warnings.extend(_empty_window_warnings(recipe, rules, held, num_steps, clock))
     conditioned = {index for r, _ in cond_rules for index in held[r]}
-    implicit = [index for index in range(num_steps) if index not in conditioned]
-    implicit_position = {index: k for k, index in enumerate(implicit)}
-    # Each term's values: constants once, ramps evaluated per step (a plan per term).
-    plans = [[_plan(term, get_term(term.name), settings) for term in rule.terms] for rule in rules]
-    by_step: list[list[tuple[int, float]]] = [[] for _ in range(num_steps)]
-    for r, indices in enumerate(held):
-        n = len(indices)
-        for k, index in enumerate(indices):
-            by_step[index].append((r, progress(k, n)))
-    default = _plan(None, default_conditioning(), settings)
-    out_steps = []
-    for index in range(num_steps):
-        i = num_steps - 1 - index
-        conditioning = None
-        energies = []
-        for r, p in by_step[index]:
-            for is_conditioning, plan in plans[r]:
-                use = _use(plan, r, p)
-                if is_conditioning:
-                    conditioning = use
-                else:
-                    energies.append(use)
-        if conditioning is None:
-            p = progress(implicit_position[index], len(implicit))
-            conditioning = _use(default[1], None, p)
-        out_steps.append(Step(
-            index=index,
-            i=i,
-            tau=i * clock / num_steps,  # int / int: correctly rounded, as float(Fraction) is
-            timestep=float(noise.timesteps[index]) if noise is not None else None,
-            sigma=float(noise.sigmas[index]) if noise is not None else None,
-            conditioning=conditioning,
-            energies=tuple(energies),
-        ))
+    out_steps = _steps(rules, held, conditioned, settings, num_steps, noise)
 
     from dmgd.language.formatter import canonical_hash
 
     warnings.sort(key=lambda d: (d.span.start, d.span.end) if d.span is not None else (-1, -1))
     return Schedule(
-        steps=tuple(out_steps),
+        steps=out_steps,
         settings=settings,
         num_steps=num_steps,
         recipe_hash=canonical_hash(recipe),
         warnings=tuple(warnings),
     )
-

@@ -253,18 +253,8 @@ def label_embedders(transformer: Any) -> list[Any]:
     return found
 
 
-def load_backbone(model: str | Path | None = None, device: Any = "cpu",
-                  dtype: torch.dtype | None = None) -> Backbone:
-    """Load a frozen class-conditional DiT (None: the embedded digits model).
-
-    `model` is None, a local directory in diffusers' layout, or a hub id already in the
-    local Hugging Face cache. Raises `BackboneError` with a user-facing message when the
-    model is missing, not a class-conditional DiT, or has only pickle weights.
-    """
-    import torch
-
-    dtype = torch.float32 if dtype is None else dtype
-    root, model_id = _resolve(None if model is None else str(model))
+def _transformer_dir(root: Path, model_id: str) -> tuple[Path, dict[str, Any]]:
+    """The transformer's folder and config, checked to be a class-conditional DiT's."""
     tdir = root / "transformer" if (root / "transformer").is_dir() else root
     if not (tdir / "config.json").is_file():
         raise BackboneError(
@@ -274,48 +264,35 @@ def load_backbone(model: str | Path | None = None, device: Any = "cpu",
     tcfg = _read_json(tdir / "config.json", model_id)
     _check_dit_config(tcfg, tdir / "config.json", model_id)
     _check_weights(tdir, "transformer", model_id)
+    return tdir, tcfg
 
-    import logging
 
-    from diffusers import DiTTransformer2DModel
-    from diffusers.utils import logging as dlogging
+def _load_part(class_name: str, directory: Path, what: str, model_id: str, dtype: Any) -> Any:
+    """A diffusers model (safetensors, local files only); BackboneError saying what failed."""
+    import diffusers
 
-    verbosity = dlogging.get_verbosity()
-    dlogging.set_verbosity(logging.ERROR)  # e.g. "Transformer2DModel" class-name notes
     try:
-        try:
-            transformer = DiTTransformer2DModel.from_pretrained(
-                tdir, use_safetensors=True, local_files_only=True, torch_dtype=dtype
-            )
-        except Exception as e:
-            raise BackboneError(
-                f"Model {model_id!r}: loading the transformer from {tdir} failed: {_load_failure(e)}"
-            ) from e
+        return getattr(diffusers, class_name).from_pretrained(
+            directory, use_safetensors=True, local_files_only=True, torch_dtype=dtype
+        )
+    except Exception as e:
+        raise BackboneError(f"Model {model_id!r}: loading {what} from {directory} failed: {_load_failure(e)}") from e
 
-        vae = None
-        vae_scale = 1.0
-        vdir = root / "vae"
-        if tdir != root and vdir.is_dir():
-            if not (vdir / "config.json").is_file():
-                raise BackboneError(f"Model {model_id!r}: {vdir} has no config.json.")
-            _check_weights(vdir, "vae", model_id)
-            from diffusers import AutoencoderKL
 
-            try:
-                vae = AutoencoderKL.from_pretrained(
-                    vdir, use_safetensors=True, local_files_only=True, torch_dtype=dtype
-                )
-            except Exception as e:
-                raise BackboneError(
-                    f"Model {model_id!r}: loading the VAE from {vdir} failed: {_load_failure(e)}"
-                ) from e
-            vae_scale = float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
-            vae.eval().requires_grad_(False).to(device)
-    finally:
-        dlogging.set_verbosity(verbosity)
+def _load_vae(vdir: Path, model_id: str, dtype: Any, device: Any) -> tuple[Any, float]:
+    """(the frozen VAE in `vdir`, its scaling factor), or (None, 1.0) for a pixel model."""
+    if not vdir.is_dir():
+        return None, 1.0
+    if not (vdir / "config.json").is_file():
+        raise BackboneError(f"Model {model_id!r}: {vdir} has no config.json.")
+    _check_weights(vdir, "vae", model_id)
+    vae = _load_part("AutoencoderKL", vdir, "the VAE", model_id, dtype)
+    vae.eval().requires_grad_(False).to(device)
+    return vae, float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
 
-    transformer.eval().requires_grad_(False).to(device)
-    num_classes = int(transformer.config.num_embeds_ada_norm)
+
+def _check_label_tables(transformer: Any, num_classes: int, model_id: str) -> None:
+    """Every block has a label table of num_classes + 1 rows; turns label dropout off."""
     try:
         embedders = label_embedders(transformer)
     except TypeError as e:
@@ -329,6 +306,37 @@ def load_backbone(model: str | Path | None = None, device: Any = "cpu",
                 "classifier-free guidance)."
             )
         emb.dropout_prob = 0.0
+
+
+def load_backbone(model: str | Path | None = None, device: Any = "cpu",
+                  dtype: torch.dtype | None = None) -> Backbone:
+    """Load a frozen class-conditional DiT (None: the embedded digits model).
+
+    `model` is None, a local directory in diffusers' layout, or a hub id already in the
+    local Hugging Face cache. Raises `BackboneError` with a user-facing message when the
+    model is missing, not a class-conditional DiT, or has only pickle weights.
+    """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
+    root, model_id = _resolve(None if model is None else str(model))
+    tdir, tcfg = _transformer_dir(root, model_id)
+
+    import logging
+
+    from diffusers.utils import logging as dlogging
+
+    verbosity = dlogging.get_verbosity()
+    dlogging.set_verbosity(logging.ERROR)  # e.g. "Transformer2DModel" class-name notes
+    try:
+        transformer = _load_part("DiTTransformer2DModel", tdir, "the transformer", model_id, dtype)
+        vae, vae_scale = _load_vae(root / "vae", model_id, dtype, device) if tdir != root else (None, 1.0)
+    finally:
+        dlogging.set_verbosity(verbosity)
+
+    transformer.eval().requires_grad_(False).to(device)
+    num_classes = int(transformer.config.num_embeds_ada_norm)
+    _check_label_tables(transformer, num_classes, model_id)
 
     sdir = root / "scheduler" / "scheduler_config.json"
     scheduler_config = (
