@@ -59,7 +59,7 @@ except ImportError:  # pragma: no cover
 def _vocabulary() -> tuple[list[str], dict[str, list[str]], list[str]]:
     try:
         from dmgd.language.settings import SETTING_NAMES
-        from dmgd.terms.registry import all_terms
+        from dmgd.guidance import all_terms
 
         terms = {t.name: [p.name for p in t.params] for t in all_terms()}
         return sorted(terms), terms, list(SETTING_NAMES)

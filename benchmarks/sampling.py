@@ -31,7 +31,8 @@ RECIPES = ROOT / "recipes"
 def _setup(recipe: Path, model: str | None, ipc: int, steps: int | None = None):
     import dmgd
     from dmgd.data.targets import build_targets, real_data_for_backbone
-    from dmgd.runner import _ModelTargets, _target_ks, map_classes
+    from dmgd.guidance import TargetTable, target_ks
+    from dmgd.runner import map_classes
     from dmgd.sampling.backbones import load_backbone
     from dmgd.sampling.sampler import GuidedSampler
     from dmgd.sampling.schedulers import noise_levels
@@ -43,8 +44,8 @@ def _setup(recipe: Path, model: str | None, ipc: int, steps: int | None = None):
     real = real_data_for_backbone(None if model is None else schedule.settings.data, backbone)
     ids = map_classes(real.class_names, backbone)
     with tempfile.TemporaryDirectory() as cache:
-        targets = build_targets(backbone, real, _target_ks(schedule), cache_dir=cache)
-    targets = {k: _ModelTargets(k, t.points, t.masses, ids) for k, t in targets.items()}
+        targets = build_targets(backbone, real, target_ks(schedule), cache_dir=cache)
+    targets = {k: TargetTable(t.points, t.masses, ids) for k, t in targets.items()}
     return GuidedSampler(backbone, schedule, targets, "cpu", class_pool=ids), ids
 
 

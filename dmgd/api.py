@@ -115,7 +115,7 @@ def _with_sigma_checks(recipe: Recipe, diagnostics: list[Diagnostic]) -> list[Di
     """The diagnostics plus what placing the sigma windows finds: conflicts and windows that
     hold at no step. With errors elsewhere the recipe cannot compile; its empty sigma
     windows are still found, at the recipe's own clock and sampler."""
-    from dmgd.language.clock import window_steps
+    from dmgd.language.timeline import window_steps
     from dmgd.language.compiler import empty_window_warning, resolve_settings
     from dmgd.language import ast
 

@@ -27,7 +27,7 @@ from dmgd.language.formatter import canonical_hash, format_recipe
 from dmgd.language.overrides import parse_overrides
 from dmgd.language.parser import parse_recipe
 from dmgd.language.settings import SETTING_SPECS
-from dmgd.terms.registry import FromSetting, RampDefault, all_terms
+from dmgd.guidance import FromSetting, RampDefault, all_terms
 
 # --- converting parameters without pydantic ----------------------------------------------
 # typer converts each parameter's value through pydantic, whose import would cost
@@ -453,7 +453,7 @@ def terms_command() -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from dmgd.errors import DmgdError
     from dmgd.sampling.backbones import BackboneError
-    from dmgd.sampling.guidance import GuidanceError
+    from dmgd.sampling.step import GuidanceError
 
     return DmgdError, BackboneError, GuidanceError
 

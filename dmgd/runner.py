@@ -76,16 +76,6 @@ class RunResult:
         return self.schedule.settings
 
 
-@frozen(eq=False)
-class _ModelTargets:
-    """ClassTargets whose row r belongs to model class `classes[r]` (the sampler's lookup)."""
-
-    k: int
-    points: Any = field(repr=False)
-    masses: Any = field(repr=False)
-    classes: tuple[int, ...]
-
-
 def pick_device(device: str | None) -> str:
     import torch
 
@@ -121,26 +111,6 @@ def _compile(recipe: Any, steps: int | None, sampler: str | None, overrides: Map
     draft = compile_recipe(recipe, steps=steps, sampler=sampler, overrides=dict(overrides), noise="auto")
     noise = noise_levels(draft.settings.sampler, draft.num_steps, scheduler_config=dict(scheduler_config or {}) or None)
     return compile_recipe(recipe, steps=steps, sampler=sampler, overrides=dict(overrides), noise=noise)
-
-
-def _target_ks(schedule: Schedule) -> set[int]:
-    from dmgd.terms.registry import get_term
-
-    ks = set()
-    for step in schedule:
-        for use in step.energies:
-            ks.add(int(get_term(use.term).impl.target_k(use.as_dict(), schedule.settings.ipc)))
-    return ks
-
-
-def _report_k(schedule: Schedule, smallest_class: int) -> int:
-    """K of the targets the manifest's OT distance is measured against: the recipe's ot K,
-    else 10 (the paper's), so that runs of different recipes compare."""
-    for step in schedule:
-        for use in step.energies:
-            if use.term == "ot":
-                return int(use["K"])
-    return max(1, min(10, smallest_class))
 
 
 def _to_uint8(images: Any) -> list[Any]:
@@ -239,6 +209,8 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
     from dmgd.data.store import PROGRESS_PREFIX, RunStore, check_class_names
     from dmgd.data.targets import build_targets, real_data_for_backbone
     from dmgd.distributed import blocks_of_rank, class_blocks, default_block_size
+    from dmgd.guidance import TargetTable, target_ks
+    from dmgd.guidance import report_k as guidance_report_k
     from dmgd.sampling.backbones import load_backbone
     from dmgd.sampling.sampler import GuidedSampler
 
@@ -272,13 +244,13 @@ def _run(ctx: Any, parsed: Any, draft: Schedule, given: dict[str, Any], out: str
 
     reporter.stage("building the k-means targets")
     tic = time.perf_counter()
-    ks = _target_ks(schedule)
-    report_k = _report_k(schedule, min(real.class_counts()))
+    ks = target_ks(schedule)
+    report_k = guidance_report_k(schedule, min(real.class_counts()))
     targets = build_targets(backbone, real, ks | {report_k}, seed=s.seed, cache_dir=cache_dir,
                             classes=mine if ctx.distributed else None,
                             gather=ctx.all_gather if ctx.distributed else None, write_cache=ctx.is_main)
     timings["targets_seconds"] = time.perf_counter() - tic
-    model_targets = {k: _ModelTargets(k, t.points, t.masses, class_ids) for k, t in targets.items()}
+    model_targets = {k: TargetTable(t.points, t.masses, class_ids) for k, t in targets.items()}
 
     identity = {
         "recipe_hash": schedule.recipe_hash,

@@ -15,7 +15,7 @@ from dmgd.guidance.transport import (
     sinkhorn_plan,
     to_sphere,
 )
-from dmgd.terms.registry import get_term
+from dmgd.guidance import get_term
 
 OT_VALUES = {"K": 4, "rho": 0.05, "eps": 0.1, "iters": 5, "grad": "tweedie"}
 MEAN_VALUES = {"rho": 0.05, "eps": 0.1, "iters": 5, "grad": "tweedie"}

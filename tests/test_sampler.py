@@ -10,10 +10,12 @@ import torch
 
 from dmgd.language.schedule import Schedule, Step, TermUse
 from dmgd.language.settings import Settings
-from dmgd.sampling.guidance import GuidanceError
-from dmgd.terms.registry import get_term
+from dmgd.sampling.step import GuidanceError
+from dmgd.guidance import get_term
 from dmgd.sampling.sampler import GuidedSampler, make_generator, sample_seed
-from dmgd.sampling.schedulers import DEFAULT_SCHEDULER_CONFIG, clock_for, make_scheduler
+from dmgd.guidance import GradientAt, TargetTable
+from dmgd.sampling.samplers import sampler_spec
+from dmgd.sampling.schedulers import DEFAULT_SCHEDULER_CONFIG, coefficients_for, make_scheduler
 
 NUM_CLASSES = 10
 SHAPE = (1, 8, 8)
@@ -21,7 +23,20 @@ F = 64
 
 
 # -- test energies (the conditioning terms and ot are the registry's own implementations) --
-class PullPush:
+class HandMadeEnergy:
+    """The EnergyTerm contract from hand-made values: rho (0 if absent), grad (tweedie)."""
+
+    def strength(self, values):
+        return float(values.get("rho", 0.0))
+
+    def gradient_at(self, values):
+        return GradientAt.Z_T
+
+    def full_backward(self, values):
+        return values.get("grad") == "full"
+
+
+class PullPush(HandMadeEnergy):
     """A simple energy with every ingredient of ot: targets (points, masses) and memory, all
     points on the unit sphere as ot has them (so the gradient stays bounded):
 
@@ -40,7 +55,7 @@ class PullPush:
         return e
 
 
-class NaNEnergy:
+class NaNEnergy(HandMadeEnergy):
     def target_k(self, values, ipc):
         return 3
 
@@ -103,7 +118,7 @@ def use(term, rule=0, progress=0.0, **values):
 def schedule(n=10, sampler="ddpm", cfg=4.0, energy=None, window=None, conditioning=None, cfg_channels=0,
              ipc=4, seed=0, matching="greedy", config=None):
     """A hand-made schedule: refine at `cfg` everywhere (or `conditioning(k)`), `energy` on `window`."""
-    clock = clock_for(make_scheduler(sampler, n, config), sampler)
+    clock = coefficients_for(make_scheduler(sampler, n, config), sampler)
     steps = []
     for k in range(n):
         i = n - 1 - k
@@ -120,7 +135,7 @@ def targets(K=3, seed=1):
     g = torch.Generator().manual_seed(seed)
     points = torch.randn(NUM_CLASSES, K, F, generator=g)
     masses = torch.rand(NUM_CLASSES, K, generator=g) + 0.1
-    return {K: SimpleNamespace(points=points, masses=masses / masses.sum(1, keepdim=True))}
+    return {K: TargetTable(points, masses / masses.sum(1, keepdim=True), range(NUM_CLASSES))}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -240,22 +255,22 @@ def test_single_step_update_is_minus_rho_sigma_grad(bb, grad):
     """One guided step == the unguided step - rho * sigma_t * grad_{z_t} E, with eps held fixed
     (tweedie) or differentiated through the DiT's CFG pass (full)."""
     from dmgd.guidance import TargetBatch
-    from dmgd.sampling.guidance import BatchState, StepRunner
+    from dmgd.sampling.step import BatchState, GuidedStep
 
     tgt = targets()
     sch = schedule(n=10, energy=use("pull", K=3, rho=0.3, grad=grad), window={3})
-    clock = clock_for(make_scheduler("ddpm", 10), "ddpm")
+    clock = coefficients_for(make_scheduler("ddpm", 10), "ddpm")
     classes = [1, 2]
     x = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(5))
     target = TargetBatch(points=tgt[3].points[classes], masses=tgt[3].masses[classes])
 
     def run(step):
-        runner = StepRunner(transformer=bb.transformer, null_class=10, learned_sigma=False,
-                            scheduler=make_scheduler("ddpm", 10), clock=clock, recipe_cfg=4.0, cfg_channels=0,
-                            ipc=4, impls=IMPLS)
+        runner = GuidedStep(transformer=bb.transformer, null_class=10, learned_sigma=False,
+                            scheduler=make_scheduler("ddpm", 10), sampler=sampler_spec("ddpm"), coefficients=clock,
+                            recipe_cfg=4.0, cfg_channels=0, ipc=4, impls=IMPLS)
         batch = BatchState(classes=torch.tensor(classes), indices=(0, 0),
                            generators=[make_generator(0, c, 0) for c in classes], others=torch.tensor([3, 4]))
-        return runner.step(3, step, x, batch, lambda x0: torch.zeros(2, 0, F), lambda u, i: target)
+        return runner.step(step, x, batch, lambda x0: torch.zeros(2, 0, F), lambda u, i: target)
 
     guided = run(sch.steps[3])
     plain = run(Step(index=3, i=6, tau=6.0, timestep=clock.timesteps[3], sigma=clock.sigmas[3],
@@ -351,12 +366,13 @@ def test_cfg_channels():
     model = tiny_dit(in_channels=2, out_channels=2)
     bb2 = backbone(model)
     x = torch.randn(1, 2, 8, 8)
-    from dmgd.sampling.guidance import BatchState, StepRunner
+    from dmgd.sampling.step import BatchState, GuidedStep
 
     sch = schedule(n=5, cfg_channels=1)
     sc = make_scheduler("ddpm", 5)
-    runner = StepRunner(transformer=model, null_class=10, learned_sigma=False, scheduler=sc,
-                        clock=clock_for(sc, "ddpm"), recipe_cfg=4.0, cfg_channels=1, ipc=1, impls=IMPLS)
+    runner = GuidedStep(transformer=model, null_class=10, learned_sigma=False, scheduler=sc,
+                        sampler=sampler_spec("ddpm"), coefficients=coefficients_for(sc, "ddpm"), recipe_cfg=4.0,
+                        cfg_channels=1, ipc=1, impls=IMPLS)
     batch = BatchState(classes=torch.tensor([2]), indices=(0,), generators=[make_generator(0, 2, 0)],
                        others=torch.tensor([3]))
     eps, var = runner._predict(x, 0, sch.steps[0].conditioning, get_term("refine").impl, batch, torch.rand(1, 16))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dmgd.sampling.schedulers import (
-    DEFAULT_SCHEDULER_CONFIG, clock_for, dit_respaced_timesteps, make_scheduler, noise_levels,
+    DEFAULT_SCHEDULER_CONFIG, coefficients_for, dit_respaced_timesteps, make_scheduler, noise_levels,
 )
 
 SAMPLERS = ("ddpm", "ddim", "dpm", "euler")
@@ -112,7 +112,7 @@ def test_posterior_std_is_dits_fixed_small_std():
     n = 50
     betas = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
     d = _dit_respaced(set(dit_respaced_timesteps(1000, n)), betas)
-    clock = clock_for(make_scheduler("ddpm", n), "ddpm")
+    clock = coefficients_for(make_scheduler("ddpm", n), "ddpm")
     for k in range(n):
         idx = n - 1 - k
         assert clock.posterior_stds[k] == pytest.approx(math.sqrt(d["post_var"][idx]), rel=2e-4)  # diffusers: float32 abar
@@ -147,7 +147,7 @@ def test_each_sampler_runs_with_the_reported_timesteps(sampler):
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_sigma_is_sqrt_one_minus_abar_over_abar(sampler):
     sch = make_scheduler(sampler, 20)
-    clock = clock_for(sch, sampler)
+    clock = coefficients_for(sch, sampler)
     acp = sch.alphas_cumprod.double()
     for t, s in zip(clock.timesteps, clock.sigmas):
         if float(t).is_integer():
@@ -160,7 +160,7 @@ def test_sigma_is_sqrt_one_minus_abar_over_abar(sampler):
 
 def test_euler_scales_match_scale_model_input():
     sch = make_scheduler("euler", 10)
-    clock = clock_for(sch, "euler")
+    clock = coefficients_for(sch, "euler")
     x = torch.ones(1, 1, 2, 2)
     for k, t in enumerate(sch.timesteps):
         assert float(sch.scale_model_input(x, t)[0, 0, 0, 0]) == pytest.approx(clock.input_scales[k], rel=1e-6)

@@ -13,10 +13,10 @@ import math
 from typing import Any, Iterable, Mapping
 
 from dmgd.language import ast
-from dmgd.language.clock import clock_interval, exact, is_bounded, window_interval
+from dmgd.language.timeline import clock_interval, exact, is_bounded, window_interval
 from dmgd.language.diagnostics import Diagnostic, Note, did_you_mean
 from dmgd.language.settings import SETTING_NAMES, setting_spec
-from dmgd.terms.registry import Kind, ParamSpec, TermSpec, all_terms, get_term
+from dmgd.guidance import Kind, ParamSpec, TermSpec, all_terms, get_term
 
 __all__ = ["check_recipe", "check_value", "convert_value", "describe_value", "clock_of"]
 

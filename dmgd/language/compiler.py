@@ -2,9 +2,9 @@
 
 `compile_schedule` runs the checker first and raises `RecipeError` with every error
 diagnostic; warnings travel on the result (`Schedule.warnings`). At each real step it
-picks the one conditioning term whose rule holds (else `refine` at the recipe's cfg) and
-every energy term whose rule holds, in rule order, each with every parameter's value at
-that step: written, ramped over its window, or its default. The clock and ramps are
+picks the one conditioning term whose rule holds (else the registry's default conditioning
+term) and every energy term whose rule holds, in rule order, each with every parameter's
+value at that step: written, ramped over its window, or its default. The clock and ramps are
 described in docs/language.md.
 """
 
@@ -14,13 +14,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 from dmgd.language import ast
 from dmgd.language.checker import check_recipe, check_value, convert_value
-from dmgd.language.clock import progress, ramp_value, window_steps
+from dmgd.language.timeline import progress, ramp_value, window_steps
 from dmgd.language.diagnostics import Diagnostic, Note, RecipeError
 from dmgd.language.formatter import canonical_hash
 from dmgd.language.overrides import validate_overrides
 from dmgd.language.schedule import NoiseLevels, Schedule, Step, TermUse
 from dmgd.language.settings import Settings, setting_spec
-from dmgd.terms.registry import FromSetting, Kind, ParamSpec, RampDefault, TermSpec, get_term
+from dmgd.guidance import FromSetting, Kind, ParamSpec, RampDefault, TermSpec, default_conditioning, get_term
 
 __all__ = ["compile_schedule", "resolve_settings", "has_sigma_window"]
 
@@ -235,7 +235,7 @@ def _steps(rules: list[ast.Rule], held: list[list[int]], cond_rules: list[tuple[
            settings: Settings, num_steps: int, noise: NoiseLevels | None) -> list[Step]:
     """Every step of the run, in sampling order, with its conditioning and energies."""
     clock = settings.steps
-    # The implicit refine's window is every step no conditioning rule holds at, so that
+    # The default conditioning's window is every step no conditioning rule holds at, so that
     # `t<25: refine` written out and left implicit compile alike (progress included).
     conditioned = {index for r, _ in cond_rules for index in held[r]}
     implicit = [index for index in range(num_steps) if index not in conditioned]
@@ -247,7 +247,7 @@ def _steps(rules: list[ast.Rule], held: list[list[int]], cond_rules: list[tuple[
         n = len(indices)
         for k, index in enumerate(indices):
             by_step[index].append((r, progress(k, n)))
-    refine = _plan(None, get_term("refine"), settings)
+    default = _plan(None, default_conditioning(), settings)
     out_steps = []
     for index in range(num_steps):
         i = num_steps - 1 - index
@@ -262,7 +262,7 @@ def _steps(rules: list[ast.Rule], held: list[list[int]], cond_rules: list[tuple[
                     energies.append(use)
         if conditioning is None:
             p = progress(implicit_position[index], len(implicit))
-            conditioning = _use(refine[1], None, p)
+            conditioning = _use(default[1], None, p)
         out_steps.append(Step(
             index=index,
             i=i,

@@ -1,8 +1,4 @@
-"""The compiled schedule: what the sampler does at every real sampling step.
-
-This is the contract between the language and the sampler. The sampler never re-reads
-the recipe: everything it needs is here, with ramps already evaluated and defaults filled.
-"""
+"""The compiled schedule: the contract between the language and the sampler."""
 
 from __future__ import annotations
 
@@ -20,7 +16,7 @@ class TermUse:
 
     term: str
     values: tuple[tuple[str, Any], ...]  # (parameter, value) for every parameter, in declaration order
-    # Index of the recipe rule it comes from; None for the implicit refine. Provenance, not
+    # Index of the recipe rule it comes from; None for the default conditioning. Provenance, not
     # meaning: equality ignores it, so recipes that say the same thing compile equal.
     rule: int | None = field(eq=False)
     progress: float  # 0.0 at the window's first (noisiest) step, 1.0 at its last
@@ -37,7 +33,8 @@ class TermUse:
 
 @frozen
 class Step:
-    """One real sampling step."""
+    """One real sampling step: where it is (`index`, `i`, `tau`), its noise level, and the
+    terms acting at it (exactly one conditioning term, any number of energies)."""
 
     index: int  # position in sampling order: 0 is the first (noisiest) step
     i: int  # the step on the run's own clock, counted as the paper does: N-1 first, 0 last
@@ -50,6 +47,12 @@ class Step:
 
 @frozen
 class Schedule:
+    """What the sampler does at every real sampling step, in sampling order.
+
+    Ramps are evaluated and defaults filled in: the sampler never re-reads the recipe.
+    `to_dict()` is the JSON form in manifests and `dmgd explain --format json`.
+    """
+
     steps: tuple[Step, ...]
     settings: Settings  # resolved settings; settings.steps is the recipe clock
     num_steps: int  # N, the real sampling steps

@@ -10,15 +10,14 @@ from typing import Any
 
 from attrs import asdict, evolve, frozen
 
-from dmgd.terms.registry import ParamSpec
-
-SAMPLERS = ("ddpm", "ddim", "dpm", "euler")
+from dmgd.guidance.specs import ParamSpec
+from dmgd.sampling.samplers import SAMPLER_NAMES
 
 SETTING_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("steps", "int", 50, "the recipe's clock: t = steps-1 is the first, noisiest step",
               low=1, high=10000, rampable=False),
     ParamSpec("sampler", "choice", "ddpm", "ddpm (respaced, as DiT's own), ddim, dpm (DPM-Solver++), euler",
-              choices=SAMPLERS),
+              choices=SAMPLER_NAMES),
     ParamSpec("cfg", "float", 4.0, "guidance scale 1 + omega of conditioning terms that do not set their own",
               low=0.0, high=100.0, rampable=False),
     ParamSpec("ipc", "int", 10, "images per class", low=1, high=100000, rampable=False),
@@ -38,6 +37,7 @@ SETTING_NAMES = tuple(spec.name for spec in SETTING_SPECS)
 
 
 def setting_spec(name: str) -> ParamSpec | None:
+    """The declaration of setting `name`, or None."""
     return next((s for s in SETTING_SPECS if s.name == name), None)
 
 

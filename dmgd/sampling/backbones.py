@@ -34,22 +34,13 @@ from typing import TYPE_CHECKING, Any
 from attrs import field, frozen
 
 from dmgd.errors import DmgdError
+from dmgd.sampling.schedulers import DEFAULT_SCHEDULER_CONFIG
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
 EMBEDDED_MODEL_ID = "embedded:digits_dit"
-
-DEFAULT_SCHEDULER_CONFIG: dict[str, Any] = {
-    "_class_name": "DDPMScheduler",
-    "num_train_timesteps": 1000,
-    "beta_schedule": "linear",
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
-    "clip_sample": False,
-    "prediction_type": "epsilon",
-}
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DIT_CLASS_NAMES = ("DiTTransformer2DModel", "Transformer2DModel")
@@ -247,6 +238,76 @@ def _class_names(root: Path, tcfg: dict[str, Any], num_classes: int) -> tuple[st
 # --------------------------------------------------------------------------- loading
 
 
+def label_embedders(transformer: Any) -> list[Any]:
+    """Every block's class-label embedder (`norm1.emb.class_embedder`), in block order.
+
+    Raises TypeError naming the first block without one (not a class-conditional DiT)."""
+    found = []
+    for i, block in enumerate(transformer.transformer_blocks):
+        embedder = getattr(getattr(getattr(block, "norm1", None), "emb", None), "class_embedder", None)
+        if embedder is None:
+            raise TypeError(f"block {i} has no class label table; it is not a class-conditional DiT")
+        found.append(embedder)
+    if not found:
+        raise TypeError("the transformer has no blocks with class label tables; it is not a class-conditional DiT")
+    return found
+
+
+def _transformer_dir(root: Path, model_id: str) -> tuple[Path, dict[str, Any]]:
+    """The transformer's folder and config, checked to be a class-conditional DiT's."""
+    tdir = root / "transformer" if (root / "transformer").is_dir() else root
+    if not (tdir / "config.json").is_file():
+        raise BackboneError(
+            f"Model {model_id!r} ({root}) has no transformer/config.json: it is not a "
+            "diffusers model folder.\n" + DOWNLOAD_HINT
+        )
+    tcfg = _read_json(tdir / "config.json", model_id)
+    _check_dit_config(tcfg, tdir / "config.json", model_id)
+    _check_weights(tdir, "transformer", model_id)
+    return tdir, tcfg
+
+
+def _load_part(class_name: str, directory: Path, what: str, model_id: str, dtype: Any) -> Any:
+    """A diffusers model (safetensors, local files only); BackboneError saying what failed."""
+    import diffusers
+
+    try:
+        return getattr(diffusers, class_name).from_pretrained(
+            directory, use_safetensors=True, local_files_only=True, torch_dtype=dtype
+        )
+    except Exception as e:
+        raise BackboneError(f"Model {model_id!r}: loading {what} from {directory} failed: {_load_failure(e)}") from e
+
+
+def _load_vae(vdir: Path, model_id: str, dtype: Any, device: Any) -> tuple[Any, float]:
+    """(the frozen VAE in `vdir`, its scaling factor), or (None, 1.0) for a pixel model."""
+    if not vdir.is_dir():
+        return None, 1.0
+    if not (vdir / "config.json").is_file():
+        raise BackboneError(f"Model {model_id!r}: {vdir} has no config.json.")
+    _check_weights(vdir, "vae", model_id)
+    vae = _load_part("AutoencoderKL", vdir, "the VAE", model_id, dtype)
+    vae.eval().requires_grad_(False).to(device)
+    return vae, float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
+
+
+def _check_label_tables(transformer: Any, num_classes: int, model_id: str) -> None:
+    """Every block has a label table of num_classes + 1 rows; turns label dropout off."""
+    try:
+        embedders = label_embedders(transformer)
+    except TypeError as e:
+        raise BackboneError(f"Model {model_id!r}: {e}.") from None
+    for i, emb in enumerate(embedders):
+        rows = emb.embedding_table.num_embeddings
+        if rows != num_classes + 1:
+            raise BackboneError(
+                f"Model {model_id!r}: block {i}'s label table has {rows} rows, expected "
+                f"{num_classes + 1} ({num_classes} classes + the null label for "
+                "classifier-free guidance)."
+            )
+        emb.dropout_prob = 0.0
+
+
 def load_backbone(model: str | Path | None = None, device: Any = "cpu",
                   dtype: torch.dtype | None = None) -> Backbone:
     """Load a frozen class-conditional DiT (None: the embedded digits model).
@@ -259,77 +320,28 @@ def load_backbone(model: str | Path | None = None, device: Any = "cpu",
 
     dtype = torch.float32 if dtype is None else dtype
     root, model_id = _resolve(None if model is None else str(model))
-    tdir = root / "transformer" if (root / "transformer").is_dir() else root
-    if not (tdir / "config.json").is_file():
-        raise BackboneError(
-            f"Model {model_id!r} ({root}) has no transformer/config.json: it is not a "
-            "diffusers model folder.\n" + DOWNLOAD_HINT
-        )
-    tcfg = _read_json(tdir / "config.json", model_id)
-    _check_dit_config(tcfg, tdir / "config.json", model_id)
-    _check_weights(tdir, "transformer", model_id)
+    tdir, tcfg = _transformer_dir(root, model_id)
 
     import logging
 
-    from diffusers import DiTTransformer2DModel
     from diffusers.utils import logging as dlogging
 
     verbosity = dlogging.get_verbosity()
     dlogging.set_verbosity(logging.ERROR)  # e.g. "Transformer2DModel" class-name notes
     try:
-        try:
-            transformer = DiTTransformer2DModel.from_pretrained(
-                tdir, use_safetensors=True, local_files_only=True, torch_dtype=dtype
-            )
-        except Exception as e:
-            raise BackboneError(
-                f"Model {model_id!r}: loading the transformer from {tdir} failed: {_load_failure(e)}"
-            ) from e
-
-        vae = None
-        vae_scale = 1.0
-        vdir = root / "vae"
-        if tdir != root and vdir.is_dir():
-            if not (vdir / "config.json").is_file():
-                raise BackboneError(f"Model {model_id!r}: {vdir} has no config.json.")
-            _check_weights(vdir, "vae", model_id)
-            from diffusers import AutoencoderKL
-
-            try:
-                vae = AutoencoderKL.from_pretrained(
-                    vdir, use_safetensors=True, local_files_only=True, torch_dtype=dtype
-                )
-            except Exception as e:
-                raise BackboneError(
-                    f"Model {model_id!r}: loading the VAE from {vdir} failed: {_load_failure(e)}"
-                ) from e
-            vae_scale = float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
-            vae.eval().requires_grad_(False).to(device)
+        transformer = _load_part("DiTTransformer2DModel", tdir, "the transformer", model_id, dtype)
+        vae, vae_scale = _load_vae(root / "vae", model_id, dtype, device) if tdir != root else (None, 1.0)
     finally:
         dlogging.set_verbosity(verbosity)
 
     transformer.eval().requires_grad_(False).to(device)
     num_classes = int(transformer.config.num_embeds_ada_norm)
-    for i, block in enumerate(transformer.transformer_blocks):
-        emb = getattr(getattr(block.norm1, "emb", None), "class_embedder", None)
-        if emb is None:
-            raise BackboneError(
-                f"Model {model_id!r}: block {i} has no class label table; it is not a "
-                "class-conditional DiT."
-            )
-        rows = emb.embedding_table.num_embeddings
-        if rows != num_classes + 1:
-            raise BackboneError(
-                f"Model {model_id!r}: block {i}'s label table has {rows} rows, expected "
-                f"{num_classes + 1} ({num_classes} classes + the null label for "
-                "classifier-free guidance)."
-            )
-        emb.dropout_prob = 0.0
+    _check_label_tables(transformer, num_classes, model_id)
 
     sdir = root / "scheduler" / "scheduler_config.json"
     scheduler_config = (
         _read_json(sdir, model_id) if tdir != root and sdir.is_file()
-        else dict(DEFAULT_SCHEDULER_CONFIG)
+        else {"_class_name": "DDPMScheduler", **DEFAULT_SCHEDULER_CONFIG}
     )
     cfg = transformer.config
     in_ch = int(cfg.in_channels)

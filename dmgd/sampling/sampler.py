@@ -7,25 +7,12 @@
             z0 = sampler.sample_batch(chunk, index, memory)   # [B, *latent_shape]
             images = sampler.decode(z0)             # [B, C, H, W] in [-1, 1]
 
-Every random draw of sample (class c, index i) comes from one `torch.Generator` seeded
-with `sample_seed(seed, c, i)` (see `guidance.py` for the order of draws), so a sample's
-result does not depend on which other samples share its batch: class-batched greedy
-sampling gives the reference's one-image-at-a-time order's result (class by class, index
-by index) up to floating-point batching differences.
-
-Greedy matching (`sample_batch`): sample i of a class is guided with that class's finished
-samples 0..i-1 (the final clean latents, frozen) as the memory of its energies.
-Joint matching (`sample_joint`): all requested samples of one class are sampled together
-in one batch; at every step each sample's memory is the other samples' CURRENT Tweedie
-estimates x0_hat at that step (detached: frozen for this step's gradient), plus any
-finished samples passed in `memory`. Sample j's energy thus sees the synthetic set
-{x0_hat_j} + {x0_hat_l, l != j} (+ finished), and only its own x0_hat moves.
-
-Targets: `targets_by_k` maps K to an object with `points` [C, K, F] and `masses` [C, K]
-(row = class id, or, when it has a `classes` sequence, row = position of the class id in
-it), e.g. `dmgd.data.targets.build_targets(...)`. Each energy term asks its impl for
-`target_k(values, ipc)` and gets a `dmgd.guidance.TargetBatch` of the batch's classes'
-rows (with `modes`, sample i's centroid i, when every index is < K, as for `mode`).
+Every random draw of sample (class c, index i) comes from its own `torch.Generator`
+seeded with `sample_seed(seed, c, i)`, so a sample's result does not depend on its batch.
+Greedy matching (`sample_batch`): sample i of a class is guided with the class's finished
+samples 0..i-1 (frozen) as its energies' memory. Joint matching (`sample_joint`): a class's
+samples are sampled together; each one's memory is the others' current Tweedie estimates
+(detached) plus any finished samples, and only its own estimate moves.
 """
 
 from __future__ import annotations
@@ -35,10 +22,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from dmgd.guidance import EnergyTerm, TargetBatch, TargetTable
 from dmgd.language.schedule import Schedule, TermUse
-from dmgd.guidance import TargetBatch
-from dmgd.sampling.guidance import BatchState, StepRunner
-from dmgd.sampling.schedulers import clock_for, make_scheduler
+from dmgd.sampling.samplers import sampler_spec
+from dmgd.sampling.schedulers import StepCoefficients, coefficients_for, make_scheduler
+from dmgd.sampling.step import BatchState, GuidedStep
 
 OnStep = Callable[[int], None]
 
@@ -59,14 +47,14 @@ class GuidedSampler:
 
     backbone: `dmgd.sampling.backbones.Backbone` (or anything with `transformer`, `vae`,
     `vae_scale`, `scheduler_config`, `num_classes`, `null_class`, `latent_shape`,
-    `learned_sigma`). targets_by_k: {K: ClassTargets} for the schedule's energy terms
+    `learned_sigma`). targets_by_k: {K: TargetTable} for the schedule's energy terms
     (None when it has none). class_pool: the classes `others` is drawn from (the
     reference draws among the run's own classes); default every class of the model.
     impls: optional {term name: impl} overriding the registry (tests, experiments).
     on_step: called with the step index after every step (progress bars).
     """
 
-    def __init__(self, backbone: Any, schedule: Schedule, targets_by_k: Mapping[int, Any] | None = None,
+    def __init__(self, backbone: Any, schedule: Schedule, targets_by_k: Mapping[int, TargetTable] | None = None,
                  device: Any = None, *, class_pool: Sequence[int] | None = None,
                  impls: Mapping[str, Any] | None = None, on_step: OnStep | None = None):
         self.backbone = backbone
@@ -81,11 +69,13 @@ class GuidedSampler:
         prediction = (backbone.scheduler_config or {}).get("prediction_type", "epsilon")
         if prediction != "epsilon":
             raise ValueError(f"only epsilon-prediction models are supported (this one predicts {prediction!r})")
-        clock = self._fresh()[1]
-        if len(schedule.steps) != len(clock.timesteps):
+        coefficients = self._fresh()[1]
+        if len(schedule.steps) != len(coefficients.timesteps):
             raise ValueError(f"the schedule has {len(schedule.steps)} steps, the {self.settings.sampler} "
-                             f"scheduler {len(clock.timesteps)}")
-        for step, ts in zip(schedule.steps, clock.timesteps):
+                             f"scheduler {len(coefficients.timesteps)}")
+        for position, (step, ts) in enumerate(zip(schedule.steps, coefficients.timesteps)):
+            if step.index != position:
+                raise ValueError(f"step {position} of the schedule says it is step {step.index}")
             if step.timestep is not None and abs(float(step.timestep) - ts) > 1e-3:
                 raise ValueError(f"step {step.index}: the schedule was compiled for timestep {step.timestep}, "
                                  f"the {self.settings.sampler} scheduler uses {ts} (different noise levels?)")
@@ -141,11 +131,11 @@ class GuidedSampler:
         return images.clamp(-1.0, 1.0)
 
     # -- internals ------------------------------------------------------------------
-    def _fresh(self):
+    def _fresh(self) -> tuple[Any, StepCoefficients]:
         # timesteps stay on the CPU, as in diffusers' pipelines (schedulers index CPU tables with them)
         scheduler = make_scheduler(self.settings.sampler, self.schedule.num_steps, self.backbone.scheduler_config,
                                    learned_sigma=bool(self.backbone.learned_sigma))
-        return scheduler, clock_for(scheduler, self.settings.sampler)
+        return scheduler, coefficients_for(scheduler, self.settings.sampler)
 
     def _flat_memory(self, memory: torch.Tensor | None, B: int) -> torch.Tensor:
         F = 1
@@ -164,18 +154,13 @@ class GuidedSampler:
             return cls
         return pool[int(torch.randint(len(pool), (1,), generator=g))]
 
-    def _target(self, use: TermUse, impl: Any, classes: list[int], indices: list[int]) -> TargetBatch:
-        K = int(impl.target_k(use.as_dict(), int(self.settings.ipc)))
+    def _target(self, use: TermUse, term: EnergyTerm, classes: list[int], indices: list[int]) -> TargetBatch:
+        K = int(term.target_k(use.as_dict(), int(self.settings.ipc)))
         key = (K, tuple(classes), tuple(indices))
         if key not in self._target_cache:
             if K not in self.targets_by_k:
                 raise KeyError(f"term {use.term!r} needs targets with K={K}; have K in {sorted(self.targets_by_k)}")
-            ct = self.targets_by_k[K]
-            pool = getattr(ct, "classes", None)
-            rows = [list(pool).index(c) for c in classes] if pool is not None else classes
-            # modes (sample i's centroid i) exist when every index is < K (mode guidance: K = ipc)
-            modes = ct if max(indices) < K else None
-            target = TargetBatch.gather(rows, ct, modes, list(indices), device=self.device, dtype=torch.float32)
+            target = self.targets_by_k[K].batch(classes, indices, device=self.device, dtype=torch.float32)
             self._target_cache = {k: v for k, v in self._target_cache.items() if k[1:] == key[1:]}
             self._target_cache[key] = target
         return self._target_cache[key]
@@ -184,7 +169,7 @@ class GuidedSampler:
              on_step: OnStep | None) -> torch.Tensor:
         seed = int(self.settings.seed if seed is None else seed)
         on_step = on_step or self.on_step
-        scheduler, clock = self._fresh()
+        scheduler, coefficients = self._fresh()
         gens = [make_generator(seed, c, i) for c, i in zip(classes, indices)]
         # per-sample draws at the start: the initial noise, then the `others` class
         init = torch.cat([torch.randn((1, *self.latent_shape), generator=g) for g in gens]).to(self.device)
@@ -195,19 +180,20 @@ class GuidedSampler:
             generators=gens,
             others=torch.tensor(others, dtype=torch.long, device=self.device),
         )
-        runner = StepRunner(
+        guided = GuidedStep(
             transformer=self.backbone.transformer, null_class=int(self.backbone.null_class),
-            learned_sigma=bool(self.backbone.learned_sigma), scheduler=scheduler, clock=clock,
+            learned_sigma=bool(self.backbone.learned_sigma), scheduler=scheduler,
+            sampler=sampler_spec(self.settings.sampler), coefficients=coefficients,
             recipe_cfg=float(self.settings.cfg), cfg_channels=int(self.settings.cfg_channels),
             ipc=int(self.settings.ipc), impls=self.impls,
         )
         sample = init * float(scheduler.init_noise_sigma)
 
-        def target_fn(use: TermUse, impl: Any):
-            return self._target(use, impl, classes, indices)
+        def target_fn(use: TermUse, term: EnergyTerm) -> TargetBatch:
+            return self._target(use, term, classes, indices)
 
-        for k, step in enumerate(self.schedule.steps):
-            sample = runner.step(k, step, sample, batch, memory_fn, target_fn)
+        for step in self.schedule.steps:
+            sample = guided.step(step, sample, batch, memory_fn, target_fn)
             if on_step is not None:
-                on_step(k)
+                on_step(step.index)
         return sample.float()

@@ -1,12 +1,12 @@
-"""Conditioning terms: what the denoiser is conditioned on at a step.
+"""Conditioning terms: explore, softlabel, refine (the default) and uncond.
 
-explore, softlabel, refine and uncond. At most one holds at a step; where none does, the
-compiler puts `refine` at the recipe's cfg.
+At most one holds at a step; where none does, the default (`refine` at the recipe's cfg).
 """
 
 from __future__ import annotations
 
-from dmgd.terms.registry import FromSetting, Kind, ParamSpec, RampDefault, TermSpec, register
+from dmgd.guidance.registry import register
+from dmgd.guidance.specs import FromSetting, Kind, ParamSpec, RampDefault, TermSpec
 
 _ON_NULL = ParamSpec(
     "on_null", "bool", False,
@@ -151,6 +151,7 @@ REFINE = register(TermSpec(
     ),
     doc="the hard class label with classifier-free guidance",
     impl=RefineImpl(),
+    default=True,
 ))
 
 UNCOND = register(TermSpec(

@@ -1,15 +1,11 @@
-"""The clock: window arithmetic on recipe time, and ramps.
+"""The recipe timeline: windows on recipe time, and ramps.
 
-A recipe counts time on its own clock of `steps` steps: `t = steps-1` is the first,
-noisiest step and `t = 0` the last. A run with N real steps puts real step `i` (counted
-the same way) at recipe time `tau = i * steps / N`; a window holds at a step when `tau`
-lies in it. Everything here is exact: times and bounds are `Fraction`s (a bound is read
-from the shortest decimal that prints its float, i.e. what the user wrote), so `90%` of
-50 is exactly 45 and `27 * 50 / 30` is exactly 45, and a window's edge never flickers
-with float rounding.
-
-Sigma windows (`sigma a..b`) are not on the clock: they hold where the step's noise
-level lies in `[a, b]`, which needs the run's noise levels.
+A recipe counts time on its own clock of `steps` steps (`clock` below is that number):
+`t = steps-1` is the first, noisiest step, `t = 0` the last. Real step `i` of a run of N
+steps (counted the same way) lies at recipe time `tau = i * steps / N`; a window holds at a
+step when `tau` lies in it, or, for a sigma window, when the step's noise level does. Times
+and bounds are exact `Fraction`s (a bound is the shortest decimal of its float, i.e. what
+the user wrote), so a window's edge never flickers with float rounding.
 """
 
 from __future__ import annotations
@@ -184,9 +180,10 @@ def window_steps(
     return out
 
 
-def progress(k: int, n: int) -> float:
-    """Progress of the k-th (0-based, sampling order) of a window's n steps: k/(n-1); 0 if n == 1."""
-    return 0.0 if n <= 1 else k / (n - 1)
+def progress(position: int, n: int) -> float:
+    """Progress of the window's step at `position` (0-based, sampling order) of its n
+    steps: position/(n-1); 0 if n == 1."""
+    return 0.0 if n <= 1 else position / (n - 1)
 
 
 def ramp_value(shape: str, a: float, b: float, p: float) -> float:

@@ -1,0 +1,115 @@
+"""The term registry: every guidance term, declared once, checked when it registers.
+
+A term family is one module in `TERM_MODULES` that calls `register(TermSpec(...))`; the
+parser knows no term names, the checker and compiler read the specs, the guided step calls
+the implementation through its contract. Importing the registry never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from dmgd.guidance.contracts import contract_problems, ConditioningTerm, EnergyTerm
+from dmgd.guidance.specs import Kind, TermSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dmgd.language.schedule import Schedule
+
+TERM_MODULES = (
+    "dmgd.guidance.conditioning",
+    "dmgd.guidance.transport",
+    "dmgd.guidance.modes",
+)
+
+CONTRACTS = {Kind.CONDITIONING: ConditioningTerm, Kind.ENERGY: EnergyTerm}
+
+_REGISTRY: dict[str, TermSpec] = {}
+_loaded = False
+
+
+class ContractError(TypeError):
+    """A term whose declaration or implementation does not meet its contract."""
+
+
+def check_spec(spec: TermSpec) -> None:
+    """Raise ContractError naming the term and everything it lacks."""
+    contract = CONTRACTS.get(spec.kind)
+    if contract is None:
+        raise ContractError(f"term {spec.name!r}: kind {spec.kind!r} is not a dmgd.guidance.Kind")
+    if spec.impl is None:
+        raise ContractError(f"term {spec.name!r} ({spec.kind.value}) has no implementation (TermSpec.impl)")
+    problems = contract_problems(spec.impl, contract)
+    if spec.default and spec.kind is not Kind.CONDITIONING:
+        problems.append("`default` marks the default conditioning term, and this is an energy")
+    if spec.default and any(d.default and d.name != spec.name for d in _REGISTRY.values()):
+        other = next(d.name for d in _REGISTRY.values() if d.default)
+        problems.append(f"term {other!r} is already the default conditioning term")
+    if len({p.name for p in spec.params}) != len(spec.params):
+        problems.append("two parameters share a name")
+    if problems:
+        raise ContractError(
+            f"term {spec.name!r} does not meet the {contract.__name__} contract: " + "; ".join(problems)
+        )
+
+
+def register(spec: TermSpec) -> TermSpec:
+    """Add a term; raises ContractError when it breaks its contract, ValueError when its
+    name is taken by another term."""
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"term {spec.name!r} is declared twice")
+    check_spec(spec)
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a term (for tests and examples that register their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load() -> dict[str, TermSpec]:
+    global _loaded
+    if not _loaded:
+        for module in TERM_MODULES:
+            importlib.import_module(module)
+        _loaded = True
+    return _REGISTRY
+
+
+def get_term(name: str) -> TermSpec | None:
+    """The term called `name`, or None."""
+    return _load().get(name)
+
+
+def _rank(spec: TermSpec) -> int:
+    module = type(spec.impl).__module__
+    return TERM_MODULES.index(module) if module in TERM_MODULES else len(TERM_MODULES)
+
+
+def all_terms() -> tuple[TermSpec, ...]:
+    """Every registered term: the built-in families in `TERM_MODULES` order, then the rest,
+    each in registration order (whatever order the modules were imported in)."""
+    return tuple(sorted(_load().values(), key=_rank))
+
+
+def default_conditioning() -> TermSpec:
+    """The conditioning term that holds where no rule's conditioning term does."""
+    found = [spec for spec in _load().values() if spec.default]
+    if len(found) != 1:
+        raise LookupError(f"expected one default conditioning term, have {[s.name for s in found]}")
+    return found[0]
+
+
+def energy_of(name: str) -> EnergyTerm:
+    """The implementation of the energy term `name` (KeyError when there is none)."""
+    spec = get_term(name)
+    if spec is None or spec.kind is not Kind.ENERGY:
+        raise KeyError(f"{name!r} is not an energy term")
+    return spec.impl
+
+
+def target_ks(schedule: Schedule) -> set[int]:
+    """Every K the schedule's energies need a target table for."""
+    ipc = int(schedule.settings.ipc)
+    return {int(energy_of(use.term).target_k(use.as_dict(), ipc)) for step in schedule for use in step.energies}
