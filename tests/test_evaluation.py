@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,14 @@ from typer.testing import CliRunner
 
 from conftest import write_image_folder
 from dmgd.cli import app
+from dmgd.device import DeviceError, pick_device
+from dmgd.errors import DmgdError
 from dmgd.data.sample_real import sample_real
 from dmgd.evaluation import augment as A
 from dmgd.evaluation.models import MODELS, build_model
 from dmgd.evaluation.protocol import (EvalConfig, EvalError, derived_seed, digits_epochs, evaluate,
-                                      harness_epochs)
+                                      harness_epochs, preset_for)
+from dmgd.evaluation.stats import mean, population_std
 
 TINY = dict(seeds=2, epochs=3, eval_every=2)
 RECIPE = "t>=8: explore; 4..8: softlabel(bs=0.01, bn=0.06); 5..8: ot(K=3, rho=0.05..0.5)\nsteps = 10\n"
@@ -164,6 +169,39 @@ def test_presets_fill_the_defaults():
         with pytest.raises(EvalError):
             EvalConfig(**bad)
     assert derived_seed("order", 0) != derived_seed("augment", 0) != derived_seed("order", 1)
+
+
+def test_the_preset_rule_is_64_px():
+    assert [preset_for(s) for s in (8, 32, 63, 64, 256)] == ["digits"] * 3 + ["imagenet"] * 2
+    assert preset_for(8, "imagenet") == "imagenet" and preset_for(256, "digits") == "digits"
+    assert EvalConfig().resolve(ipc=10, native_size=64).preset == "imagenet"
+
+
+def test_stats_are_the_population_ones():
+    values = [90.0, 92.5, 95.0, 91.0, 93.5]
+    assert mean(values) == pytest.approx(float(np.mean(values)))
+    assert population_std(values) == pytest.approx(float(np.std(values)))
+
+
+def test_pick_device():
+    assert pick_device(None) == pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device("cpu") == "cpu"
+    with pytest.raises(DeviceError, match="must be auto, cpu, cuda or cuda:N") as info:
+        pick_device("tpu")
+    assert isinstance(info.value, DmgdError)
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA device is available here; use --device cpu"):
+            pick_device("cuda:1")
+
+
+def test_the_protocol_module_imports_no_torch():
+    script = ("import sys, dmgd, dmgd.evaluation.protocol as p\n"
+              "dmgd.EvalConfig, dmgd.evaluate, p.EvalResult, p.pick_device\n"
+              "print('torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 # --- the protocol end to end ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`dmgd eval`: train classifiers on a distilled set, test them on real held-out images.
 
-`evaluate` (dmgd.evaluation.protocol) runs the protocol; `build_model` (models) builds
-ConvNet-6, ResNet-10-AP and ResNet-18 with instance norm; `augment` holds the harness's
-augmentations in torch; `report` writes eval.json and draws the table. Nothing here is
-imported by `import dmgd.evaluation`: the submodules load torch when they are used.
+`protocol.evaluate` runs it. Without torch: `config` (EvalConfig, the presets), `results`
+(EvalResult, SeedResult), `stats`. With torch: `sets` (reading both sets), `training` (one
+seed), `models` (ConvNet-6, ResNet-10-AP, ResNet-18), `augment`, `report` (eval.json, the
+table). `import dmgd.evaluation` imports none of them.
 """

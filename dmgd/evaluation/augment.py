@@ -1,38 +1,20 @@
-"""The harness's training augmentations, batched, in torch only, every draw from a generator.
+"""The harness's training augmentations, batched, in torch, every draw from a generator.
 
-Images here are float tensors [B, C, H, W] with pixel values in [0, 1] (torchvision's
-ToTensor range; the harness augments there and normalises afterwards). Each function
-takes an explicit CPU `torch.Generator` and draws all of its randomness from it, in a
-fixed order, on the CPU; the drawn parameters then move to the images' device. The same
-generator state therefore gives the same augmented batch on any device, and nothing reads
-torch's, numpy's or Python's global generators.
-
-Per-image randomness, as torchvision's transforms applied image by image:
-* `random_resized_crop`: RandomResizedCrop(size, scale=(0.5, 1), ratio=(3/4, 4/3)),
-  torchvision's sampling (10 tries, then the centre-crop fallback), integer crop boxes,
-  bilinear resampling with `grid_sample` (align_corners=False, as torchvision's tensor
-  resize). The crop is never larger than the image, so resampling only enlarges and no
-  antialiasing is needed.
-* `horizontal_flip`: p = 0.5.
-* `color_jitter`: the harness's (fb.resnet.torch's) ColorJitter(0.4, 0.4, 0.4):
-  brightness, contrast and saturation, each `img.lerp(target, alpha)` with
-  alpha ~ U(-0.4, 0.4), in a random order per image, unclamped. Grayscale-aware: the grey
-  of a 1-channel image is itself, so saturation leaves it unchanged.
-* `lighting`: AlexNet's PCA lighting noise, alpha ~ N(0, 0.1) per eigenvector, ImageNet's
-  eigenvalues and eigenvectors; RGB only (a 1-channel image is returned unchanged).
-
-Per-batch randomness, as the harness: `cutmix` draws one lambda ~ Beta(1, 1) and one box
-per batch, pastes the box from a random permutation of the batch, and returns the box's
-actual area share so the loss is `ratio * CE(y_a) + (1 - ratio) * CE(y_b)` (hard labels).
+Images are float [B, C, H, W] in [0, 1] (ToTensor's range; normalise afterwards). Each
+function takes an explicit CPU `torch.Generator` and draws all its randomness from it, in
+a fixed order, on the CPU (the parameters then move to the images' device): the same
+generator state gives the same batch on any device, and no global generator is read.
+Per image: `random_resized_crop`, `horizontal_flip`, `color_jitter`, `lighting`; per
+batch: `cutmix`. What each follows is in docs/evaluation.md ("The protocol").
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 # AlexNet / fb.resnet.torch PCA of ImageNet's RGB pixels ([0, 1] scale)
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -50,8 +32,6 @@ LUMA = (0.299, 0.587, 0.114)
 
 
 def _rand(generator: torch.Generator, *shape: int) -> torch.Tensor:
-    import torch
-
     return torch.rand(*shape, generator=generator, dtype=torch.float64)
 
 
@@ -61,8 +41,6 @@ def crop_boxes(batch: int, height: int, width: int, generator: torch.Generator,
     """torchvision's RandomResizedCrop.get_params for a batch: int64 [B, 4] rows (top,
     left, h, w). Every try is drawn for every image (a fixed number of draws), and the
     first try that fits is used; images with none fall back to the central crop."""
-    import torch
-
     area = float(height * width)
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     target = area * (scale[0] + (scale[1] - scale[0]) * _rand(generator, batch, tries))
@@ -90,9 +68,6 @@ def crop_boxes(batch: int, height: int, width: int, generator: torch.Generator,
 
 def resized_crops(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Each image's box (top, left, h, w) resampled bilinearly to size x size."""
-    import torch
-    import torch.nn.functional as F
-
     B, C, H, W = images.shape
     b = boxes.to(torch.float64)
     top, left, h, w = b.unbind(1)
@@ -110,13 +85,15 @@ def resized_crops(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch
 def random_resized_crop(images: torch.Tensor, size: int, generator: torch.Generator,
                         scale: tuple[float, float] = (0.5, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """torchvision's RandomResizedCrop (10 tries, then the centre-crop fallback; integer
+    boxes), resampled bilinearly with `grid_sample` (align_corners=False, as torchvision's
+    tensor resize). A crop is never larger than the image: no antialiasing is needed."""
     B, _, H, W = images.shape
     return resized_crops(images, crop_boxes(B, H, W, generator, scale, ratio), size)
 
 
 def horizontal_flip(images: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    import torch
-
+    """Each image mirrored left-right with probability p."""
     flip = (_rand(generator, images.shape[0]) < p).to(images.device)
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
@@ -131,10 +108,10 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
 
 def color_jitter(images: torch.Tensor, generator: torch.Generator, brightness: float = 0.4,
                  contrast: float = 0.4, saturation: float = 0.4) -> torch.Tensor:
-    """fb.resnet.torch's ColorJitter (the harness's): see the module doc. Draws, per image,
-    a random order of the three operations and one alpha each (always all of them)."""
-    import torch
-
+    """fb.resnet.torch's ColorJitter (the harness's): brightness, contrast and saturation,
+    each `img.lerp(target, alpha)` with alpha ~ U(-strength, strength), unclamped. Draws,
+    per image, a random order of the three operations and one alpha each (always all of
+    them). Grayscale-aware: a 1-channel image is its own grey (saturation does nothing)."""
     B = images.shape[0]
     strengths = torch.tensor([brightness, contrast, saturation], dtype=torch.float64)
     alphas = (2 * _rand(generator, B, 3) - 1) * strengths  # U(-var, var)
@@ -158,10 +135,8 @@ def color_jitter(images: torch.Tensor, generator: torch.Generator, brightness: f
 
 
 def lighting(images: torch.Tensor, generator: torch.Generator, alphastd: float = 0.1) -> torch.Tensor:
-    """AlexNet's PCA lighting noise on RGB images; 1-channel images are returned as they are
-    (no draw is made for them)."""
-    import torch
-
+    """AlexNet's PCA lighting noise on RGB images: alpha ~ N(0, alphastd) per eigenvector of
+    ImageNet's pixels; 1-channel images are returned as they are (no draw is made for them)."""
     if images.shape[1] != 3 or alphastd == 0:
         return images
     B = images.shape[0]
@@ -173,8 +148,6 @@ def lighting(images: torch.Tensor, generator: torch.Generator, alphastd: float =
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    import torch
-
     m = torch.tensor(mean, device=images.device, dtype=images.dtype).reshape(1, -1, 1, 1)
     s = torch.tensor(std, device=images.device, dtype=images.dtype).reshape(1, -1, 1, 1)
     return (images - m) / s
@@ -188,9 +161,6 @@ def normalization_for(channels: int) -> tuple[tuple[float, ...], tuple[float, ..
 def sample_beta(generator: torch.Generator, a: float, b: float) -> float:
     """Beta(a, b) from the generator: Beta(1, 1) is U(0, 1) itself; other shapes go through
     numpy's sampler, seeded by one draw from the generator."""
-    import numpy as np
-    import torch
-
     if a == 1.0 and b == 1.0:
         return float(_rand(generator, 1))
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -200,8 +170,6 @@ def sample_beta(generator: torch.Generator, a: float, b: float) -> float:
 def cutmix_box(height: int, width: int, lam: float, generator: torch.Generator) -> tuple[int, int, int, int]:
     """The harness's rand_bbox: a box of sides int(side * sqrt(1 - lam)) centred on a
     uniform pixel, clipped to the image. Returns (y1, y2, x1, x2)."""
-    import torch
-
     cut = math.sqrt(1.0 - lam)
     cut_h, cut_w = int(height * cut), int(width * cut)
     cy = int(torch.randint(0, height, (1,), generator=generator))
@@ -218,8 +186,6 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generato
     ratio is the share of each image that is still its own (1 - box area / image area)
     and the loss is `ratio * CE(y_a) + (1 - ratio) * CE(y_b)`. Not mixed: ratio is 1 and
     labels_b is labels_a. The input tensor is not modified."""
-    import torch
-
     B, _, H, W = images.shape
     if prob <= 0 or float(_rand(generator, 1)) >= prob:
         return images, labels, labels, 1.0

@@ -6,15 +6,19 @@ import datetime
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from rich.table import Table
 
 from dmgd.data.atomic import atomic_write_json
+from dmgd.data.manifest import package_versions
+from dmgd.evaluation.config import EvalError
+from dmgd.evaluation.models import DISPLAY_NAMES, describe
+from dmgd.evaluation.results import EvalResult
+from dmgd.evaluation.stats import mean, population_std
 
-if TYPE_CHECKING:  # pragma: no cover
-    from rich.table import Table
-
-    from dmgd.evaluation.protocol import EvalResult
-
+EVAL_JSON = "eval.json"
 FORMAT = "dmgd-eval-v1"
 BEST_LABEL = "best over training, selected on the test set (as the papers report)"
 LAST_LABEL = "last epoch"
@@ -22,16 +26,9 @@ STD_NOTE = "population standard deviation over seeds (ddof = 0, numpy's default,
 
 
 def _versions() -> dict[str, str]:
-    from dmgd.data.manifest import package_versions
-
     versions = package_versions()
-    try:
-        import torch
-
-        versions["cuda"] = str(torch.version.cuda)
-        versions["cudnn"] = str(torch.backends.cudnn.version())
-    except Exception:  # pragma: no cover - torch is there whenever an evaluation ran
-        pass
+    versions["cuda"] = str(torch.version.cuda)
+    versions["cudnn"] = str(torch.backends.cudnn.version())
     return versions
 
 
@@ -62,15 +59,11 @@ def _set_record(result: EvalResult) -> dict[str, Any]:
 
 
 def _figures(values: list[float]) -> dict[str, Any]:
-    from dmgd.evaluation.protocol import _mean, _std
-
-    return {"mean": _mean(values), "std": _std(values), "per_seed": values}
+    return {"mean": mean(values), "std": population_std(values), "per_seed": values}
 
 
 def build_report(result: EvalResult) -> dict[str, Any]:
     """eval.json's content: the setting, the sets, per-seed figures and the aggregates."""
-    from dmgd.evaluation.models import DISPLAY_NAMES, describe
-
     c = result.config
     return {
         "format": FORMAT,
@@ -109,8 +102,6 @@ def build_report(result: EvalResult) -> dict[str, Any]:
 
 def write_eval_json(result: EvalResult, path: str | os.PathLike[str] | None = None) -> Path:
     """Write eval.json atomically (default: beside the set's manifest) and return its path."""
-    from dmgd.evaluation.protocol import EVAL_JSON, EvalError
-
     target = Path(path) if path is not None else result.out / EVAL_JSON
     try:
         atomic_write_json(target, build_report(result))
@@ -126,10 +117,6 @@ def pm(mean: float, std: float) -> str:
 def summary_table(result: EvalResult) -> Table:
     """model, IPC, seeds, last-epoch mean ± std, best mean ± std (labelled), one row per seed
     below the aggregate."""
-    from rich.table import Table
-
-    from dmgd.evaluation.models import DISPLAY_NAMES
-
     c = result.config
     table = Table(title=f"{result.out}: {len(result.class_names)} classes x {result.ipc} images, "
                         f"tested on {result.test_images} real images")
