@@ -5,7 +5,7 @@ Importing this module is free; torch is loaded when `pick_device` is called.
 
 from __future__ import annotations
 
-from dmgd.errors import DmgdError
+from dmgd.errors import DmgdError, option
 
 
 class DeviceError(DmgdError):
@@ -21,7 +21,8 @@ def pick_device(device: str | None) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     name = str(device)
     if not (name == "cpu" or name.startswith("cuda")):
-        raise DeviceError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
+        raise DeviceError(f"{option('device')} must be auto, cpu, cuda or cuda:N, not {device!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"--device {device} asked for, but no CUDA device is available here; use --device cpu")
+        raise DeviceError(f"{option('device')} {device} asked for, but no CUDA device is available here; use "
+                          f"{option('device')} cpu")
     return name

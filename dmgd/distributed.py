@@ -25,7 +25,8 @@ import math
 import os
 from typing import Any, Callable, Sequence
 
-from dmgd.errors import DmgdError, option
+from dmgd.device import pick_device
+from dmgd.errors import DmgdError
 
 DEFAULT_TIMEOUT_MINUTES = 30
 MAX_BLOCK = 64
@@ -144,27 +145,19 @@ class Context:
 
 
 def _device_for(device: str | None, local_rank: int, world: int) -> str:
+    """`pick_device`, and under torchrun plain "cuda" is this rank's own GPU."""
+    device = pick_device(device)
+    if device != "cuda" or world == 1:
+        return device
     import torch
 
-    if device in (None, "auto"):
-        if not torch.cuda.is_available():
-            return "cpu"
-        device = "cuda"
-    device = str(device)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DistributedError(f"{option('device')} {device} asked for, but no CUDA device is available "
-                               f"here; use {option('device')} cpu")
-    if device == "cuda":
-        if world > 1:
-            count = torch.cuda.device_count()
-            if local_rank >= count:
-                raise DistributedError(
-                    f"this rank's LOCAL_RANK is {local_rank} but the machine has {count} CUDA device(s): "
-                    f"start at most {count} processes a machine (--nproc_per_node={count})"
-                )
-            return f"cuda:{local_rank}"
-        return "cuda"
-    return device
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise DistributedError(
+            f"this rank's LOCAL_RANK is {local_rank} but the machine has {count} CUDA device(s): "
+            f"start at most {count} processes a machine (--nproc_per_node={count})"
+        )
+    return f"cuda:{local_rank}"
 
 
 def setup(device: str | None = None) -> tuple[Context, str]:

@@ -76,17 +76,6 @@ class RunResult:
         return self.schedule.settings
 
 
-def pick_device(device: str | None) -> str:
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"{option('device')} {device} asked for, but no CUDA device is available here; use "
-                       f"{option('device')} cpu")
-    return str(device)
-
-
 def map_classes(data_names: Sequence[str], backbone: Any) -> tuple[int, ...]:
     """The model class id of each data class: by name, then by count, then numeric names."""
     model_names = tuple(backbone.class_names or ())

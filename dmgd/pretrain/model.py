@@ -20,6 +20,7 @@ from diffusers.utils import logging as diffusers_logging
 from torch import nn
 
 from dmgd.data.digits import CLASS_NAMES
+from dmgd.sampling.backbones import label_embedders
 from dmgd.sampling.schedulers import DEFAULT_SCHEDULER_CONFIG
 
 NUM_CLASSES = 10
@@ -49,13 +50,13 @@ def build_dit(seed: int = 0) -> DiTTransformer2DModel:
 
 def disable_label_dropout(model: DiTTransformer2DModel) -> None:
     """Set every block's `class_embedder.dropout_prob = 0` (the 11-row tables stay)."""
-    for block in model.transformer_blocks:
-        block.norm1.emb.class_embedder.dropout_prob = 0.0
+    for embedder in label_embedders(model):
+        embedder.dropout_prob = 0.0
 
 
 def label_tables(model: DiTTransformer2DModel) -> list[torch.nn.Embedding]:
     """The per-block label embedding tables (one per transformer block)."""
-    return [b.norm1.emb.class_embedder.embedding_table for b in model.transformer_blocks]
+    return [embedder.embedding_table for embedder in label_embedders(model)]
 
 
 def initialize_weights(model: DiTTransformer2DModel) -> None:
@@ -71,9 +72,9 @@ def initialize_weights(model: DiTTransformer2DModel) -> None:
         w = model.pos_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(model.pos_embed.proj.bias)
-        for block in model.transformer_blocks:
+        for block, table in zip(model.transformer_blocks, label_tables(model), strict=True):
             emb = block.norm1.emb
-            nn.init.normal_(emb.class_embedder.embedding_table.weight, std=0.02)
+            nn.init.normal_(table.weight, std=0.02)  # per block, in this order: the RNG draws stay as they were
             nn.init.normal_(emb.timestep_embedder.linear_1.weight, std=0.02)
             nn.init.normal_(emb.timestep_embedder.linear_2.weight, std=0.02)
             nn.init.zeros_(block.norm1.linear.weight)
