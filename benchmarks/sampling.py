@@ -32,7 +32,7 @@ def _setup(recipe: Path, model: str | None, ipc: int, steps: int | None = None):
     import dmgd
     from dmgd.data.targets import build_targets, real_data_for_backbone
     from dmgd.guidance import TargetTable, target_ks
-    from dmgd.runner import map_classes
+    from dmgd.pipeline import map_classes
     from dmgd.sampling.backbones import load_backbone
     from dmgd.sampling.sampler import GuidedSampler
     from dmgd.sampling.schedulers import noise_levels

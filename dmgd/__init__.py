@@ -35,13 +35,13 @@ _LAZY = {
     "check": "dmgd.api",
     "compile": "dmgd.api",
     "format": "dmgd.api",
-    "run": "dmgd.runner",
+    "run": "dmgd.pipeline",
     "evaluate": "dmgd.evaluation.protocol",
     "RecipeError": "dmgd.language.diagnostics",
     "DmgdError": "dmgd.errors",
     "Diagnostic": "dmgd.language.diagnostics",
     "Schedule": "dmgd.language.schedule",
-    "RunResult": "dmgd.runner",
+    "RunResult": "dmgd.pipeline",
     "EvalConfig": "dmgd.evaluation.protocol",
 }
 

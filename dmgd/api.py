@@ -170,13 +170,10 @@ def compile(  # noqa: A001 - the public name is dmgd.compile
     Raises RecipeError with every error; warnings are in `schedule.warnings`.
     """
     from dmgd.language.compiler import compile_schedule, has_sigma_window
-    from dmgd.language.overrides import parse_overrides
+    from dmgd.language.overrides import as_overrides
 
     parsed = parse(recipe)
-    if overrides is not None and not isinstance(overrides, Mapping):
-        if isinstance(overrides, str):
-            overrides = [overrides]
-        overrides = parse_overrides(overrides)
+    overrides = as_overrides(overrides) or None
     if noise == "auto":
         noise_arg: Any = _noise_resolver() if has_sigma_window(parsed) else None
     elif noise == "always":

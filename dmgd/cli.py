@@ -128,10 +128,16 @@ app = typer.Typer(
 
 
 def main() -> None:
-    from dmgd.errors import use_cli_spelling
-
-    use_cli_spelling()
     app()
+
+
+@app.callback()
+def _command_line(ctx: typer.Context) -> None:
+    """Messages name options as this command line spells them (--resume, not resume=True),
+    for the command's duration only (a script may call the API afterwards)."""
+    from dmgd.errors import cli_spelling
+
+    ctx.with_resource(cli_spelling())
 
 
 # Commands are registered below, one section per family; keep each command short and
@@ -595,7 +601,7 @@ def run_command(
 
     from dmgd.distributed import env_world
     from dmgd.language.diagnostics import RecipeError
-    from dmgd.runner import run
+    from dmgd.pipeline import run
 
     console = Console(stderr=True, highlight=False)
     try:

@@ -3,7 +3,9 @@ how a message names an option: as the command line spells it, or as the Python A
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+from typing import Iterator
 
 
 class DmgdError(Exception):
@@ -11,7 +13,7 @@ class DmgdError(Exception):
 
 
 # How each option is spelled where the user wrote it. `dmgd.run(...)` callers get the
-# Python spelling; the CLI switches to its own for the whole process (`use_cli_spelling`).
+# Python spelling; the CLI switches to its own while a command runs (`cli_spelling`).
 _SPELLINGS = {
     "python": {"resume": "resume=True", "overwrite": "overwrite=True", "out": "`out`",
                "batch": "batch_size", "device": "device", "data": 'data="DIR"', "model": 'model="DIR"'},
@@ -26,6 +28,11 @@ def option(name: str) -> str:
     return _SPELLINGS[_spelling.get()][name]
 
 
-def use_cli_spelling() -> None:
-    """Messages from here on name options as the `dmgd` command line spells them."""
-    _spelling.set("cli")
+@contextlib.contextmanager
+def cli_spelling() -> Iterator[None]:
+    """Inside: messages name options as the `dmgd` command line spells them."""
+    token = _spelling.set("cli")
+    try:
+        yield
+    finally:
+        _spelling.reset(token)

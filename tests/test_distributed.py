@@ -162,7 +162,7 @@ def test_torchrun_two_ranks_write_what_one_process_writes(tiny_pixel_model, tmp_
     """Acceptance: `torchrun --nproc_per_node=2` (gloo, CPU) on the embedded default gives
     identical images and latents, and a consistent manifest."""
     from dmgd.data.targets import default_cache_dir
-    from dmgd.runner import run
+    from dmgd.pipeline import run
 
     model = [] if _embedded_available() else ["--set", f"model={tiny_pixel_model}"]
     settings = {} if not model else {"model": str(tiny_pixel_model)}

@@ -190,7 +190,7 @@ def test_pick_device():
         pick_device("tpu")
     assert isinstance(info.value, DmgdError)
     if not torch.cuda.is_available():
-        with pytest.raises(DeviceError, match="no CUDA device is available here; use --device cpu"):
+        with pytest.raises(DeviceError, match="no CUDA device is available here; use device cpu"):
             pick_device("cuda:1")
 
 
@@ -268,7 +268,7 @@ def test_cli_on_a_sample_real_output(baseline):
 
 
 def test_cli_on_a_run_output(tmp_path, tiny_pixel_model):
-    from dmgd.runner import run
+    from dmgd.pipeline import run
 
     embedded = Path(__file__).resolve().parents[1] / "dmgd" / "assets" / "digits_dit"
     model = {} if embedded.is_dir() else {"model": str(tiny_pixel_model)}

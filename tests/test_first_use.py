@@ -3,7 +3,6 @@ part, one message per failure, plain progress labels, named files, recorded conv
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import pydoc
@@ -15,8 +14,7 @@ import dmgd
 from conftest import write_image_folder
 from dmgd.cli import app, batch_label
 from dmgd.data.store import StoreError
-from dmgd.errors import use_cli_spelling
-from dmgd.runner import Reporter, run
+from dmgd.pipeline import Reporter, run
 
 RECIPE = "t>=8: explore; 4..8: softlabel(bs=0.01, bn=0.06); 5..8: ot(K=3, rho=0.05..0.5)\nsteps = 10\n"
 
@@ -30,12 +28,7 @@ class Stages(Reporter):
 
 
 def _cli(*args: str):
-    """The command line in this process, with its own option spelling (not leaking to other tests)."""
-    def invoke():
-        use_cli_spelling()
-        return CliRunner().invoke(app, list(args), env={"COLUMNS": "300", "NO_COLOR": "1"})
-
-    return contextvars.copy_context().run(invoke)
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "300", "NO_COLOR": "1"})
 
 
 def test_python_callers_are_told_the_python_spelling(tiny_pixel_model, tmp_path):
@@ -71,6 +64,8 @@ def test_a_refused_resume_prints_one_message_in_cli_spelling(tiny_pixel_model, t
     assert "cannot resume" in refused.output and "--overwrite" in refused.output
     assert "rerun with --resume" not in refused.output and "loading the model" not in refused.output
     assert refused.output.count("error:") == 1
+    with pytest.raises(StoreError, match="overwrite=True"):  # the command's spelling ended with it
+        run(RECIPE, out, model=str(tiny_pixel_model), ipc=2, resume=True)
 
 
 def test_progress_label_reads_plainly():

@@ -305,7 +305,7 @@ def _cache_files(tmp_path: Path) -> list[Path]:
 
 @pytest.mark.parametrize("damage", ["corrupt", "truncated", "stale_key", "other_model"])
 def test_bad_target_caches_are_rebuilt_and_logged(tiny_pixel_model, tmp_path, caplog, damage):
-    from dmgd.runner import run
+    from dmgd.pipeline import run
 
     first = run(RECIPE, tmp_path / "first", model=str(tiny_pixel_model), ipc=1)
     files = _cache_files(tmp_path)
@@ -327,7 +327,7 @@ def test_bad_target_caches_are_rebuilt_and_logged(tiny_pixel_model, tmp_path, ca
 
 
 def test_an_unwritable_cache_is_logged_and_the_run_goes_on(tiny_pixel_model, tmp_path, caplog):
-    from dmgd.runner import run
+    from dmgd.pipeline import run
 
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache directory should be")
@@ -382,7 +382,7 @@ def test_a_bad_environment_is_a_clear_error(tiny_pixel_model, tmp_path, monkeypa
 
 
 def test_stale_temporary_files_are_removed_on_resume(tiny_pixel_model, tmp_path, caplog):
-    from dmgd.runner import run
+    from dmgd.pipeline import run
 
     out = tmp_path / "out"
     run(RECIPE, out, model=str(tiny_pixel_model), ipc=1)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from dmgd.data.store import PAUSE_ENV
-from dmgd.runner import run
+from dmgd.pipeline import run
 
 RECIPE = "t>=8: explore; 4..8: softlabel(bs=0.01, bn=0.06); 5..8: ot(K=3, rho=0.05..0.5)\nsteps = 10\n"
 IPC, STEPS = 4, 20  # 40 samples in 8 batches of 5 classes: kills land inside and between batches

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import write_image_folder
 from dmgd.data.store import StoreError
-from dmgd.runner import RunError, run
+from dmgd.pipeline import RunError, run
 
 RECIPE = "t>=8: explore; 4..8: softlabel(bs=0.01, bn=0.06); 5..8: ot(K=3, rho=0.05..0.5)\nsteps = 10\n"
 

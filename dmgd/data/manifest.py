@@ -46,7 +46,7 @@ def build_manifest(recipe: Any, schedule: Any, backbone: Any, real: Any, class_i
                    sessions: Sequence[Mapping[str, Any]] = (), created: str | None = None) -> dict[str, Any]:
     """The manifest of a run as it starts (status "running").
 
-    sharding: how the classes are cut into blocks and given to ranks (`dmgd.runner`);
+    sharding: how the classes are cut into blocks and given to ranks (`dmgd.pipeline`);
     sessions: one record per start of the run (the first, then every --resume), the
     current one last; created: when the run was first started (kept across resumes)."""
     from dmgd.sampling.sampler import sample_seed  # noqa: F401  (documents the derivation below)

@@ -273,3 +273,14 @@ def _steps(rules: list[ast.Rule], held: list[list[int]], cond_rules: list[tuple[
             energies=tuple(energies),
         ))
     return out_steps
+
+
+def checked_settings(recipe: ast.Recipe, *, steps: int | None = None, sampler: str | None = None,
+                     overrides: Mapping[str, Any] | None = None) -> tuple[Settings, int]:
+    """What a run knows before its model is loaded: the recipe checked (RecipeError for its
+    errors), its resolved settings and the number of real steps N."""
+    settings, _ = _checked_settings(recipe, overrides, sampler)
+    num_steps = settings.steps if steps is None else steps
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
+    return settings, num_steps

@@ -171,3 +171,13 @@ def _python_value_problem(spec, value) -> str | None:
         return f"{what} = {value!r} is out of range: {spec.range_text()}"
     return None
 
+
+
+def as_overrides(overrides: Mapping[str, Any] | Iterable[str] | str | None) -> dict[str, Any]:
+    """Overrides as the API takes them, one way: a dict of values (`{"ipc": 50}`, checked
+    when compiled), `--set` strings (`["ipc=50"]` or one string), or None."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, Mapping):
+        return dict(overrides)
+    return parse_overrides([overrides] if isinstance(overrides, str) else overrides)
