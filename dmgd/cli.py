@@ -7,6 +7,7 @@ them) is imported inside the commands that use it; the language itself is cheap.
 
 from __future__ import annotations
 
+import contextlib as _contextlib
 import enum as _enum
 import json
 import os as _os
@@ -594,76 +595,99 @@ def run_command(
 
     Under torchrun (`torchrun --nproc_per_node=N -m dmgd run ...`) the classes are split
     across the ranks; see docs/running.md."""
-    import signal
-
     from rich.console import Console
-    from rich.markup import escape
 
-    from dmgd.distributed import env_world
-    from dmgd.language.diagnostics import RecipeError
     from dmgd.pipeline import run
 
     console = Console(stderr=True, highlight=False)
+    rank, world = _rank_or_exit(console)
+    recipe, overrides = _run_inputs_or_exit(file, sets, rank)
+    reporter = _LineReporter(console, rank, world) if world > 1 else _RichReporter(console)
+    with _sigterm_as_interrupt():
+        try:
+            result = run(recipe, out, steps=steps, sampler=sampler, device=device, resume=resume,
+                         overwrite=overwrite, batch_size=batch, reporter=reporter, overrides=overrides)
+        except BaseException as err:
+            reporter.close()
+            raise typer.Exit(_run_failure(console, err, file, out, rank, world)) from None
+    reporter.close()
+    if rank == 0:
+        Console(highlight=False).print(_summary_table(result))
+
+
+def _rank_or_exit(console) -> tuple[int, int]:
+    from rich.markup import escape
+
+    from dmgd.distributed import env_world
+
     try:
         rank, world, _ = env_world()
     except _user_errors() as err:
         console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(1) from None
-    where = escape(f"[rank {rank}/{world}] ") if world > 1 else ""
+    return rank, world
+
+
+def _run_inputs_or_exit(file: str, sets: list[str], rank: int) -> tuple[_Any, dict[str, _Any]]:
+    """The recipe and the --set values; rank 0 alone prints their diagnostics, every rank
+    exits the same way."""
     if rank == 0:
         overrides = _overrides_or_exit(sets)
-        _, path, recipe = _load_or_exit(file)
-    else:  # every rank exits the same way; rank 0 alone prints the diagnostics
-        from dmgd.language.overrides import parse_overrides
+        return _load_or_exit(file)[2], overrides
+    try:
+        overrides = parse_overrides(sets)
+    except RecipeError:
+        raise typer.Exit(2) from None
+    recipe = _load(file)[2]
+    if recipe is None:
+        raise typer.Exit(1)
+    return recipe, overrides
 
-        try:
-            overrides = parse_overrides(sets)
-        except RecipeError:
-            raise typer.Exit(2) from None
-        recipe = _load(file)[2]
-        if recipe is None:
-            raise typer.Exit(1)
 
-    def _terminate(signum, frame):  # torchrun stops the other ranks with SIGTERM when one fails
+@_contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """torchrun stops the other ranks with SIGTERM when one fails: treat it as Ctrl-C."""
+    import signal
+
+    def _terminate(signum, frame):
         raise KeyboardInterrupt
 
     try:
-        previous_handler = signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: leave signals alone
-        previous_handler = None
-    reporter = _LineReporter(console, rank, world) if world > 1 else _RichReporter(console)
+        previous = None
     try:
-        result = run(recipe, out, steps=steps, sampler=sampler, device=device, resume=resume,
-                     overwrite=overwrite, batch_size=batch, reporter=reporter, overrides=overrides)
-    except RecipeError as err:
-        reporter.close()
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_failure(console, err: BaseException, file: str, out, rank: int, world: int) -> int:
+    """Say what stopped a run (one message, where it belongs) and return the exit code."""
+    from rich.markup import escape
+
+    where = escape(f"[rank {rank}/{world}] ") if world > 1 else ""
+    if isinstance(err, RecipeError):
         if rank == 0:
             _print_diagnostics(err.diagnostics, err.source, err.path)
-        raise typer.Exit(2 if err.path == "<command line>" else 1) from None
-    except _user_errors() as err:
-        reporter.close()
+        return 2 if err.path == "<command line>" else 1
+    if isinstance(err, _user_errors()):
         if not getattr(err, "echo", False):  # a PeerError repeats rank 0's error: printed there
             console.print(f"{where}[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
             _resume_hint(console, out, err)
-        raise typer.Exit(1) from None
-    except OSError as err:
-        reporter.close()
+        return 1
+    if isinstance(err, OSError):
         target = f" {err.filename}" if getattr(err, "filename", None) else ""
         console.print(f"{where}[bold red]error:[/bold red] cannot read or write{escape(target)}: "
                       f"{escape(err.strerror or str(err))}", soft_wrap=True)
         _resume_hint(console, out, err)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        reporter.close()
+        return 1
+    if isinstance(err, KeyboardInterrupt):
         console.print(f"{where}interrupted; finished images are kept: "
                       f"`dmgd run {file} --out {out} --resume` goes on")
-        raise typer.Exit(130) from None
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-    reporter.close()
-    if rank == 0:
-        Console(highlight=False).print(_summary_table(result))
+        return 130
+    raise err
 
 
 @app.command("grid")
