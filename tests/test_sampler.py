@@ -187,7 +187,7 @@ def test_greedy_class_batched_equals_one_at_a_time(bb, sampler):
     ipc, classes = 3, [0, 4, 9]
     energy = use("ot", K=3, rho=0.5, eps=0.1, iters=5, grad="tweedie")
     sch = schedule(n=8, sampler=sampler, energy=energy, window=range(1, 6), ipc=ipc,
-                   conditioning=lambda k: use("explore", bn=0.06, on_null=True) if k < 2 else
+                   conditioning=lambda k: use("explore", bn=0.06, null="same") if k < 2 else
                    use("refine", rule=None, cfg=4.0))
     s = GuidedSampler(bb, sch, targets(), impls=IMPLS)
     # batched: index by index, all classes at once
@@ -202,7 +202,7 @@ def test_greedy_class_batched_equals_one_at_a_time(bb, sampler):
         assert (mine - done[row]).abs().max() < 1e-5
     # the energy did something: without it the samples differ
     plain = GuidedSampler(bb, schedule(n=8, sampler=sampler, ipc=ipc, conditioning=lambda k: use(
-        "explore", bn=0.06, on_null=True) if k < 2 else use("refine", rule=None, cfg=4.0)), impls=IMPLS)
+        "explore", bn=0.06, null="same") if k < 2 else use("refine", rule=None, cfg=4.0)), impls=IMPLS)
     assert (plain.sample_batch(classes, 2, done[:, :2]) - done[:, 2]).abs().max() > 1e-3
 
 
@@ -343,7 +343,7 @@ def test_hooks_are_removed_even_on_error(bb):
 def test_conditioning_rows_replace_every_block_table(bb):
     """explore replaces the label embedding in every block: the output changes."""
     base = GuidedSampler(bb, schedule(n=3), impls=IMPLS).sample_batch([0], 0)
-    sch = schedule(n=3, conditioning=lambda k: use("explore", bn=0.06, on_null=False))
+    sch = schedule(n=3, conditioning=lambda k: use("explore", bn=0.06, null="keep"))
     expl = GuidedSampler(bb, sch, impls=IMPLS).sample_batch([0], 0)
     assert (base - expl).abs().max() > 1e-4
 

@@ -88,6 +88,7 @@ class TermSpec:
     its parameters in declaration order (the order of `TermUse.values`); `doc` is one
     line for `dmgd terms`. `default`: this conditioning term holds, with its parameters'
     defaults, at every step where no rule's conditioning term does (exactly one term).
+    `retired`: (old parameter name, help) for parameters the term used to take.
     """
 
     name: str
@@ -96,6 +97,8 @@ class TermSpec:
     doc: str
     impl: ConditioningTerm | EnergyTerm | None = field(default=None, eq=False, repr=False)
     default: bool = False
+    # Parameters the term no longer takes: (old name, the help the checker gives for it).
+    retired: tuple[tuple[str, str], ...] = ()
 
     def param(self, name: str) -> ParamSpec | None:
         """The parameter called `name`, or None."""

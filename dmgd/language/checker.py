@@ -286,8 +286,9 @@ def _check_term(recipe: ast.Recipe, term: ast.Term, window: ast.Window) -> tuple
         if pspec is None:
             names = [p.name for p in spec.params]
             listing = f"`{term.name}` takes " + (", ".join(names) if names else "no parameters")
+            retired = dict(spec.retired).get(param.name)
             out.append(_error(f"unknown parameter `{param.name}` for `{term.name}`", param.name_span, "unknown-param",
-                              help=_help(param.name, names) or listing))
+                              help=retired or _help(param.name, names) or listing))
             continue
         if param.name in first:
             out.append(_error(f"parameter `{param.name}` is given twice", param.name_span, "duplicate-param",

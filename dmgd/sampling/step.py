@@ -4,7 +4,9 @@ The step calls terms only through their contracts (`dmgd.guidance.ConditioningTe
 `EnergyTerm`) and samplers only through their `SamplerSpec`; docs/method.md gives the
 maths. Per-sample random draws, each from the sample's own generator, in a fixed order:
 at the start its initial noise then its `others` class (`sampler.py`); at every step first
-u (D values, drawn whether or not the term uses it), then the scheduler's own noise.
+u (D values, drawn whether or not the term uses it), then u' (D values, only at a step whose
+conditioning term gives the null row its own blend, NullRow.BLEND), then the scheduler's
+own noise.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from attrs import define, frozen
 
-from dmgd.guidance import ConditioningTerm, EnergyTerm, GradientAt, Kind, get_term
+from dmgd.guidance import ConditioningTerm, EnergyTerm, GradientAt, Kind, NullRow, Units, get_term, units_of
 from dmgd.language.schedule import Step, TermUse
 from dmgd.sampling.backbones import label_embedders
 from dmgd.sampling.samplers import SamplerSpec
@@ -156,10 +158,11 @@ class GuidedStep:
 
     # -- conditioning and CFG -------------------------------------------------------
     def _rows(self, use: TermUse, term: ConditioningTerm, batch: BatchState, noise: torch.Tensor,
-              cfg: bool) -> list[torch.Tensor]:
-        """Each block's label rows: the term's rows, then (with CFG) the null rows."""
+              null_noise: torch.Tensor | None, cfg: bool) -> list[torch.Tensor]:
+        """Each block's label rows: the term's rows, then (with CFG) the null rows: the null
+        label's (KEEP), a copy of the term's (SAME) or the term's own (BLEND, embed_pair)."""
         values = use.as_dict()
-        both = cfg and bool(term.replaces_null(values))
+        mode = NullRow(term.null_row(values)) if cfg else NullRow.KEEP
         out = []
         with torch.no_grad():
             for embedder in self.embedders:
@@ -167,22 +170,28 @@ class GuidedStep:
                 if table.shape[0] <= self.null_class:
                     raise ValueError(f"label table has {table.shape[0]} rows; the null class {self.null_class} "
                                      "needs one more")
+                if mode is NullRow.BLEND:
+                    cond, null = term.embed_pair(table[: self.null_class + 1], batch.classes, batch.others,
+                                                 noise.to(table), null_noise.to(table), values)
+                    out.append(torch.cat([cond, null], 0))
+                    continue
                 cond = term.embed(table, batch.classes, batch.others, noise.to(table), values)
                 if not cfg:
                     out.append(cond)
-                elif both:
+                elif mode is NullRow.SAME:
                     out.append(torch.cat([cond, cond], 0))
                 else:
                     out.append(torch.cat([cond, table[self.null_class].expand_as(cond)], 0))
         return out
 
     def _predict(self, z: torch.Tensor, index: int, use: TermUse, term: ConditioningTerm, batch: BatchState,
-                 noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 noise: torch.Tensor, null_noise: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(guided eps [B, C, ...], the conditional variance channels or None)."""
         scale = float(term.guidance_scale(use.as_dict(), self.recipe_cfg))
         cfg = scale != 1.0
         B, C = z.shape[:2]
-        rows = self._rows(use, term, batch, noise, cfg)
+        rows = self._rows(use, term, batch, noise, null_noise, cfg)
         x = torch.cat([z, z], 0) if cfg else z
         labels = torch.cat([batch.classes, torch.full_like(batch.classes, self.null_class)]) if cfg else batch.classes
         t = self.scheduler.timesteps[index]
@@ -258,16 +267,21 @@ class GuidedStep:
                                  timestep=float(self.coefficients.timesteps[index]), term=term,
                                  quantity=quantity, samples=batch.pairs(mask))
 
-        # fixed per-sample draw order at every step: u first
-        noise = torch.stack([torch.rand(self.embed_dim, generator=g) for g in batch.generators]).to(sample.device)
         cond = step.conditioning
+        cond_term = resolve_impl(cond.term, Kind.CONDITIONING, self.impls)
+        # fixed per-sample draw order at every step: u first, then u' (null=blend only)
+        blend = NullRow(cond_term.null_row(cond.as_dict())) is NullRow.BLEND
+        noise = torch.stack([torch.rand(self.embed_dim, generator=g) for g in batch.generators]).to(sample.device)
+        null_noise = None
+        if blend:
+            null_noise = torch.stack([torch.rand(self.embed_dim, generator=g)
+                                      for g in batch.generators]).to(sample.device)
         energies = self._energies(step)
         z = self.scheduler.scale_model_input(sample, timestep).detach()
         if energies:
             z = z.requires_grad_(True)
         with torch.set_grad_enabled(any(e.full for e in energies)):
-            eps, var = self._predict(z, index, cond, resolve_impl(cond.term, Kind.CONDITIONING, self.impls),
-                                     batch, noise)
+            eps, var = self._predict(z, index, cond, cond_term, batch, noise, null_noise)
         bad = _bad_rows(eps)
         if bad is not None:
             raise fail("eps", cond.term, bad)
