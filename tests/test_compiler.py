@@ -70,7 +70,7 @@ def test_reference_at_50_steps():
     ot = s[40].energies[0]
     assert ot.term == "ot" and ot.rule == 3
     assert ot.as_dict() == {"K": 10, "rho": pytest.approx(0.05 + 0.45 * 4 / 14), "eps": 0.1, "iters": 5,
-                            "grad": "tweedie"}
+                            "grad": "tweedie", "units": "grad"}
     assert isinstance(ot["K"], int) and isinstance(ot["iters"], int) and isinstance(ot["grad"], str)
     assert s[45].energies == () and s[29].energies == ()
 
@@ -263,7 +263,7 @@ def test_value_types():
     s = sched.steps[0]
     assert s.conditioning.as_dict() == {"bn": 0.06, "null": "same"}
     ot = s.energies[0].as_dict()
-    assert ot == {"K": 3, "rho": 0.5, "eps": 0.001, "iters": 7, "grad": "full"}
+    assert ot == {"K": 3, "rho": 0.5, "eps": 0.001, "iters": 7, "grad": "full", "units": "grad"}
     assert type(ot["K"]) is int and type(ot["iters"]) is int and type(ot["rho"]) is float
 
 

@@ -14,6 +14,7 @@ _NULL = ParamSpec(
     "the null row of the CFG batch: keep (the null label), same (a copy of the blend), "
     "blend (its own blend of the null label, renormalised with the class row: the reference code)",
     choices=("keep", "same", "blend"),
+    shown_at_default=False,
 )
 # on_null (a bool) became `null`; the checker says so to whoever still writes it.
 _RETIRED = (("on_null", "`on_null` was replaced by `null = keep | same | blend` "

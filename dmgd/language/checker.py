@@ -128,6 +128,9 @@ def check_value(
         return [_error(f"{what} expects {expected_text(spec)}, got {describe_value(value)}", span, "type-mismatch")]
     if t == "str":
         if isinstance(value, (ast.String, ast.Name)):
+            problem = spec.form(value.value) if spec.form is not None else None
+            if problem is not None:
+                return [_error(f"{what} {problem}", span, "invalid-value")]
             return []
         return [_error(f"{what} expects {expected_text(spec)}, got {describe_value(value)}", span, "type-mismatch",
                        help='write it in double quotes, e.g. "path/to/dir"')]

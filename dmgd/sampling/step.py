@@ -126,6 +126,7 @@ class _Energy:
     strength: float
     full: bool  # the gradient flows back through the model's eps
     on_x0: bool  # the gradient is taken on x0 as it stands
+    rms: bool  # units = rms: the term's update of each sample is rescaled to RMS strength * sigma_t
 
 
 class GuidedStep:
@@ -135,8 +136,9 @@ class GuidedStep:
     `step.index` to the next one: the step's conditioning term gives the label rows and
     the CFG scale s (s == 1: one conditional pass, else B conditional then B null rows, CFG
     on the first `cfg_channels` channels, 0 = all); each energy with a nonzero strength
-    adds -strength * sigma_t * grad E (on z_t through Tweedie's x0, or on x0 itself) to the
-    scheduler's new sample. Raises GuidanceError on any non-finite value.
+    (times its push factor) adds -strength * sigma_t * grad E (on z_t through Tweedie's x0,
+    or on x0 itself) to the scheduler's new sample; an energy in units = rms adds
+    -strength * sigma_t * g / rms(g) per sample instead, g its own gradient. Raises GuidanceError on any non-finite value.
     """
 
     def __init__(self, *, transformer: Any, null_class: int, learned_sigma: bool, scheduler: Any,
@@ -217,9 +219,12 @@ class GuidedStep:
             term = resolve_impl(use.term, Kind.ENERGY, self.impls)
             values = use.as_dict()
             strength = float(term.strength(values))
+            if use.push != 1.0:  # push = "total": the compiler's factor for this run
+                strength *= float(use.push)
             if strength != 0.0:
                 out.append(_Energy(use, term, values, strength, bool(term.full_backward(values)),
-                                   term.gradient_at(values) is GradientAt.X0))
+                                   term.gradient_at(values) is GradientAt.X0,
+                                   units_of(term, values) is Units.RMS))
         return out
 
     def _energy_delta(self, index: int, z: torch.Tensor, eps: torch.Tensor, energies: list[_Energy],
@@ -238,6 +243,7 @@ class GuidedStep:
             memory = memory_fn(x0_fixed.detach())
             total = None
             parts = []
+            rms_parts = []
             for e in energies:
                 x0 = x0_full if e.full else x0_fixed
                 value = e.term.energy(x0, memory, target_fn(e.use, e.term), e.values)
@@ -245,14 +251,31 @@ class GuidedStep:
                 if bad is not None:
                     raise fail("energy", e.use.term, bad)
                 scale = a if e.on_x0 else 1.0
+                if e.rms:  # its own gradient, normalised per sample below
+                    rms_parts.append((e, value.sum()))
+                    continue
                 parts.append((e.use, e.strength * scale * value.sum()))
                 total = parts[-1][1] if total is None else total + parts[-1][1]
-            (grad,) = torch.autograd.grad(total, z, retain_graph=len(parts) > 1, allow_unused=True)
+            grad = None
+            if total is not None:
+                (grad,) = torch.autograd.grad(total, z, retain_graph=bool(rms_parts) or len(parts) > 1,
+                                              allow_unused=True)
+                if grad is None:
+                    grad = torch.zeros_like(z)
+                bad = _bad_rows(grad)
+                if bad is not None:
+                    raise fail("gradient", _culprit(parts, z), bad)
+            for n, (e, value) in enumerate(rms_parts):
+                (g,) = torch.autograd.grad(value, z, retain_graph=n + 1 < len(rms_parts), allow_unused=True)
+                if g is None:
+                    continue
+                bad = _bad_rows(g)
+                if bad is not None:
+                    raise fail("gradient", e.use.term, bad)
+                g = _unit_rms(g) * e.strength
+                grad = g if grad is None else grad + g
         if grad is None:
             grad = torch.zeros_like(z)
-        bad = _bad_rows(grad)
-        if bad is not None:
-            raise fail("gradient", _culprit(parts, z), bad)
         return (-self.coefficients.posterior_stds[index] * grad).detach()
 
     # -- the step -------------------------------------------------------------------
@@ -299,6 +322,15 @@ class GuidedStep:
         if bad is not None:
             raise fail("latent", energies[0].use.term if energies else cond.term, bad)
         return prev
+
+
+def _unit_rms(g: torch.Tensor) -> torch.Tensor:
+    """Each sample's gradient [B, ...] scaled to root-mean-square 1 over its values (a zero
+    gradient stays zero): units = rms, where rho is a step in posterior stds."""
+    flat = g.detach().reshape(g.shape[0], -1)
+    rms = flat.pow(2).mean(dim=1).sqrt()
+    safe = torch.where(rms > 0, rms, torch.ones_like(rms))
+    return g / safe.reshape((-1,) + (1,) * (g.dim() - 1))
 
 
 def _culprit(parts: list[tuple[TermUse, torch.Tensor]], z: torch.Tensor) -> str:
