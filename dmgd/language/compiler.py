@@ -164,7 +164,7 @@ def compile_schedule(
     checked; required when the recipe has a sigma window (ValueError otherwise), and
     recorded on each Step when given; also required with `reference` or `push = "total"`
     (with posterior stds for "total"). reference_noise: the reference's noise levels (the
-    recipe's sampler at `steps` steps with the default scheduler config), or a function
+    sampler the recipe's text names, at `steps` steps, default scheduler config), or a function
     (sampler, steps) -> NoiseLevels; required with `reference` or `push = "total"`.
     latent_shape: the model's latent shape (C, H, W) or "CxHxW"; with a `reference`, the
     windows' sigma ranges are scaled by sqrt(D_model / D_reference); None: the model is taken
@@ -329,9 +329,11 @@ def _steps(rules: list[ast.Rule], held: list[list[int]], cond_rules: list[tuple[
 class _Carried:
     """The reference run and what the transfer rule reads on it (module doc of transfer.py)."""
 
-    def __init__(self, settings: Settings, reference: tuple[int, ...] | None, model: tuple[int, ...] | None,
+    def __init__(self, settings: Settings, reference_sampler: str, reference: tuple[int, ...] | None,
+                 model: tuple[int, ...] | None,
                  ref: NoiseLevels, ref_held: list[list[int]], edges: list[tuple[float | None, float | None]]):
         self.settings = settings
+        self.reference_sampler = reference_sampler
         self.reference = reference
         self.model = model
         self.scale = tr.sigma_scale(reference, model) if reference is not None else 1.0
@@ -346,7 +348,10 @@ class _Carried:
         if reference_noise is None:
             raise ValueError(f"{recipe.path}: the recipe sets `reference` or `push = \"total\"`, which reads its "
                              "windows on the reference run: pass reference_noise= (dmgd.compile does)")
-        ref = reference_noise(settings.sampler, clock) if callable(reference_noise) else reference_noise
+        # The reference is the sampler the recipe's text names (a run's `sampler` override
+        # changes the run, not what the windows were written for), at the clock `steps`.
+        reference_sampler = resolve_settings(recipe, None).sampler
+        ref = reference_noise(reference_sampler, clock) if callable(reference_noise) else reference_noise
         if len(ref.sigmas) != clock:
             raise ValueError(f"reference noise levels cover {len(ref.sigmas)} steps, the recipe clock has {clock}")
         if settings.push == "total" and (ref.posterior_stds is None or len(ref.posterior_stds) != clock):
@@ -355,7 +360,7 @@ class _Carried:
         model = tr.normalise_shape(latent_shape) if latent_shape is not None else None
         ref_held = [window_steps(rule.window, clock, clock, ref.sigmas) for rule in rules]
         edges = [tr.reference_edges(ref.sigmas, h) if h else (math.inf, None) for h in ref_held]
-        return cls(settings, reference, model, ref, ref_held, edges)
+        return cls(settings, reference_sampler, reference, model, ref, ref_held, edges)
 
     def empty_warning(self, recipe: ast.Recipe, r: int, num_steps: int, sigmas: Sequence[float]) -> Diagnostic:
         rule = [st for st in recipe.statements if isinstance(st, ast.Rule)][r]
@@ -405,7 +410,7 @@ class _Carried:
             reference_sigma = step.sigma / self.scale if self.reference is not None and step.sigma is not None else None
             out.append(evolve(step, energies=tuple(energies), reference_sigma=reference_sigma))
         transfer = Transfer(reference=self.reference, latent_shape=self.model, sigma_scale=self.scale,
-                            push=self.settings.push, reference_sampler=self.settings.sampler,
+                            push=self.settings.push, reference_sampler=self.reference_sampler,
                             placements=tuple(placements))
         return out, transfer
 
