@@ -64,10 +64,12 @@ def main() -> int:
         args.record.write_text(json.dumps({"ipc": args.ipc, "hashes": found}, indent=2) + "\n")
         return 0
     expected = json.loads(args.check.read_text())["hashes"]
-    differ = sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))
+    differ = sorted(name for name in expected if expected[name] != found.get(name))
     for name in differ:
-        print(f"DIFFERENT: {name}: {expected.get(name, '-')[:16]} -> {found.get(name, '-')[:16]}")
-    print(f"{len(expected) - len(differ)} of {len(expected)} recipes byte-identical")
+        print(f"DIFFERENT: {name}: {expected[name][:16]} -> {found.get(name, '-')[:16]}")
+    for name in sorted(found.keys() - expected.keys()):
+        print(f"new (not recorded, not compared): {name} {found[name][:16]}")
+    print(f"{len(expected) - len(differ)} of {len(expected)} recorded recipes byte-identical")
     return 1 if differ else 0
 
 

@@ -152,6 +152,7 @@ def compile(  # noqa: A001 - the public name is dmgd.compile
     sampler: str | None = None,
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
     noise: NoiseArg = "auto",
+    latent_shape: Sequence[int] | str | None = None,
 ) -> Schedule:
     """Compile a recipe into the per-step `Schedule` the sampler executes.
 
@@ -165,24 +166,32 @@ def compile(  # noqa: A001 - the public name is dmgd.compile
       nothing heavy is imported;
     - "always": resolved that way in every case (`dmgd explain` and `dmgd plot` show them);
     - a NoiseLevels: used as is (e.g. from a model with another noise schedule);
-    - None: never resolved (a sigma window is then an error).
+    - None: never resolved (a sigma window, `reference` or `push = "total"` is then an error).
+    "auto" also resolves them when the recipe sets `reference` or `push = "total"`.
+    latent_shape: the model's latent shape, (C, H, W) or "CxHxW". With a `reference`
+    setting the windows are placed by noise level, shifted by sqrt(D_model / D_reference);
+    None: the model is taken to have the reference's shape (no shift). The reference's
+    own noise levels (the recipe's sampler at its clock `steps`, default scheduler config)
+    are resolved here when the recipe needs them.
 
     Raises RecipeError with every error; warnings are in `schedule.warnings`.
     """
-    from dmgd.language.compiler import compile_schedule, has_sigma_window
+    from dmgd.language.compiler import compile_schedule, needs_noise_levels
     from dmgd.language.overrides import as_overrides
 
     parsed = parse(recipe)
     overrides = as_overrides(overrides) or None
-    if noise == "auto":
-        noise_arg: Any = _noise_resolver() if has_sigma_window(parsed) else None
-    elif noise == "always":
+    if isinstance(noise, str) and noise == "auto":
+        noise_arg: Any = _noise_resolver() if needs_noise_levels(parsed, overrides if sampler is None else
+                                                                  {**(overrides or {}), "sampler": sampler}) else None
+    elif isinstance(noise, str) and noise == "always":
         noise_arg = _noise_resolver()
     elif noise is None or isinstance(noise, NoiseLevels):
         noise_arg = noise
     else:
         raise ValueError(f"noise must be 'auto', 'always', None or a NoiseLevels, not {noise!r}")
-    return compile_schedule(parsed, steps=steps, sampler=sampler, overrides=overrides, noise=noise_arg)
+    return compile_schedule(parsed, steps=steps, sampler=sampler, overrides=overrides, noise=noise_arg,
+                            reference_noise=_noise_resolver(), latent_shape=latent_shape)
 
 
 def format(source: Source, *, path: str | None = None) -> str:  # noqa: A001 - the public name is dmgd.format

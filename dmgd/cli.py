@@ -222,9 +222,22 @@ def _overrides_or_exit(sets: list[str]) -> dict[str, _Any]:
         raise typer.Exit(2) from None
 
 
-def _compile_or_exit(recipe, *, steps, sampler, overrides, noise):
+def _latent_or_exit(latent: str | None):
+    if latent is None:
+        return None
+    from dmgd.language.settings import parse_shape
+
     try:
-        schedule = compile_recipe(recipe, steps=steps, sampler=sampler, overrides=overrides, noise=noise)
+        return parse_shape(latent)
+    except ValueError as err:
+        typer.echo(f"error: --latent: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _compile_or_exit(recipe, *, steps, sampler, overrides, noise, latent=None):
+    try:
+        schedule = compile_recipe(recipe, steps=steps, sampler=sampler, overrides=overrides, noise=noise,
+                                  latent_shape=_latent_or_exit(latent))
     except RecipeError as err:
         _print_diagnostics(err.diagnostics, err.source, err.path)
         raise typer.Exit(2 if err.path == "<command line>" else 1) from None
@@ -240,6 +253,8 @@ _FILES = typer.Argument(..., metavar="FILE", help="recipe files; `-` reads stand
 _STEPS = typer.Option(None, "--steps", min=1, help="N, the real sampling steps (default: the recipe's clock)")
 _SAMPLER = typer.Option(None, "--sampler", help="ddpm | ddim | dpm | euler (default: the recipe's)")
 _SET = typer.Option([], "--set", metavar="NAME=VALUE", help="override a setting, e.g. --set ipc=50 (repeatable)")
+_LATENT = typer.Option(None, "--latent", metavar="CxHxW",
+                       help="the model's latent shape, e.g. 1x8x8: shifts the windows of a recipe with `reference`")
 
 
 @app.command("check", cls=_LightCommand)
@@ -325,8 +340,21 @@ def _fmt_value(value: _Any) -> str:
     return "-" if value is None else str(value)
 
 
+def _quiet(term: str, name: str, value: _Any) -> bool:
+    """Not shown: flags that are off, and parameters at a default declared quiet (null=keep, units=grad)."""
+    if value is False:
+        return True
+    from dmgd.guidance import get_term
+
+    spec = get_term(term)
+    param = spec.param(name) if spec is not None else None
+    return param is not None and not param.shown_at_default and value == param.default
+
+
 def _use_text(use, first: str | None = None) -> str:
-    values = [(k, v) for k, v in use.values if v is not False]  # flags that are off: not shown
+    values = [(k, v) for k, v in use.values if not _quiet(use.term, k, v)]
+    if getattr(use, "push", 1.0) != 1.0:
+        values.append(("push", f"x{use.push:.4g}"))
     if first is not None:
         values.sort(key=lambda kv: kv[0] != first)
     inner = " ".join(f"{k}={_fmt_value(v)}" for k, v in values)
@@ -348,6 +376,7 @@ def explain_command(
     sampler: _Optional[str] = _SAMPLER,
     sets: list[str] = _SET,
     output_format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text (a table) or json"),
+    latent: _Optional[str] = _LATENT,
 ) -> None:
     """The compiled schedule, one row a step: time, timestep, sigma, conditioning, energies."""
     from rich.console import Console
@@ -356,19 +385,31 @@ def explain_command(
     overrides = _overrides_or_exit(sets)
     _, path, recipe = _load_or_exit(file)
     schedule = _compile_or_exit(recipe, steps=steps, sampler=sampler, overrides=overrides,
-                                noise=_noise_for_explain())
+                                noise=_noise_for_explain(), latent=latent)
     if output_format is OutputFormat.json:
         typer.echo(json.dumps(schedule.to_dict(), indent=2))
         return
     s = schedule.settings
+    carried = schedule.transfer
+    title = (f"{path}  sha256:{schedule.recipe_hash[:16]}\n"
+             f"{schedule.num_steps} steps of {s.sampler} on a {s.steps}-step recipe clock, cfg {s.cfg:g}")
+    if carried is not None and carried.reference is not None:
+        model = "x".join(map(str, carried.latent_shape)) if carried.latent_shape else f"{s.reference} (assumed)"
+        title += (f"\nwindows placed by noise level: reference {s.reference}, model {model}, "
+                  f"sigma x{carried.sigma_scale:.4g}")
+    if carried is not None and carried.push == "total":
+        title += "\npush = total: each energy's rho rescaled to the reference's total push"
     table = Table(
-        title=f"{path}  sha256:{schedule.recipe_hash[:16]}\n"
-              f"{schedule.num_steps} steps of {s.sampler} on a {s.steps}-step recipe clock, cfg {s.cfg:g}",
+        title=title,
         caption="rows in sampling order; i: the run's step (N-1 first); t: recipe time i*steps/N; "
-                "flags that are off are not shown",
+                "flags that are off, null=keep and units=grad are not shown"
+                + ("; ref sigma: the step's sigma on the reference" if carried is not None
+                   and carried.reference is not None else ""),
     )
-    for name, justify in (("#", "right"), ("i", "right"), ("t", "right"), ("timestep", "right"),
-                          ("sigma", "right"), ("conditioning", "left"), ("energies", "left")):
+    shifted = carried is not None and carried.reference is not None
+    columns = (("#", "right"), ("i", "right"), ("t", "right"), ("timestep", "right"), ("sigma", "right"),
+               *((("ref sigma", "right"),) if shifted else ()), ("conditioning", "left"), ("energies", "left"))
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name in ("#", "i", "t"))
     previous = None
     for step in schedule.steps:
@@ -383,6 +424,7 @@ def explain_command(
             str(step.index), str(step.i), f"{step.tau:g}",
             "-" if step.timestep is None else f"{step.timestep:g}",
             "-" if step.sigma is None else f"{step.sigma:.4g}",
+            *((("-" if step.reference_sigma is None else f"{step.reference_sigma:.4g}"),) if shifted else ()),
             conditioning,
             "\n".join(_use_text(e, first="rho") for e in step.energies) or "[dim]-[/dim]",
         )
@@ -396,13 +438,15 @@ def plot_command(
     steps: _Optional[int] = _STEPS,
     sampler: _Optional[str] = _SAMPLER,
     sets: list[str] = _SET,
+    latent: _Optional[str] = _LATENT,
 ) -> None:
     """Draw the schedule as a timeline: stages as bands, ramps as curves, one lane per term."""
     from dmgd.plotting import plot_schedule
 
     overrides = _overrides_or_exit(sets)
     _, path, recipe = _load_or_exit(file)
-    schedule = _compile_or_exit(recipe, steps=steps, sampler=sampler, overrides=overrides, noise="auto")
+    schedule = _compile_or_exit(recipe, steps=steps, sampler=sampler, overrides=overrides, noise="auto",
+                                latent=latent)
     try:
         plot_schedule(schedule, output, title=_Path(path).name)
     except OSError as err:

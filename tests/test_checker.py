@@ -97,8 +97,8 @@ def test_fraction_for_an_integer():
 
 
 def test_number_for_a_bool():
-    d = one("t>=45: explore(on_null=1)\n")
-    assert d.code == "type-mismatch" and "`true` or `false`" in d.message
+    d = one("t>=45: explore(bn=true)\n")
+    assert d.code == "type-mismatch" and "a number" in d.message
 
 
 def test_string_for_an_integer_setting():

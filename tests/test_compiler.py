@@ -56,8 +56,8 @@ def test_reference_at_50_steps():
     assert s[40].conditioning["lam"] == pytest.approx(4 / 19)  # 0.210526...
     assert s[35].conditioning["lam"] == pytest.approx(0.47368421052631576)  # 9/19
     assert s[25].conditioning["lam"] == 1.0
-    assert s[44].conditioning.as_dict() == {"bs": 0.01, "bn": 0.06, "lam": 0.0, "on_null": False}
-    assert s[47].conditioning.as_dict() == {"bn": 0.06, "on_null": False}
+    assert s[44].conditioning.as_dict() == {"bs": 0.01, "bn": 0.06, "lam": 0.0, "null": "keep"}
+    assert s[47].conditioning.as_dict() == {"bn": 0.06, "null": "keep"}
     assert s[10].conditioning.as_dict() == {"cfg": 4.0}
     # ot on i = 44..30 (15 steps), rho = 0.05 + 0.45 * k/14.
     with_ot = [i for i in range(50) if s[i].energies]
@@ -70,7 +70,7 @@ def test_reference_at_50_steps():
     ot = s[40].energies[0]
     assert ot.term == "ot" and ot.rule == 3
     assert ot.as_dict() == {"K": 10, "rho": pytest.approx(0.05 + 0.45 * 4 / 14), "eps": 0.1, "iters": 5,
-                            "grad": "tweedie"}
+                            "grad": "tweedie", "units": "grad"}
     assert isinstance(ot["K"], int) and isinstance(ot["iters"], int) and isinstance(ot["grad"], str)
     assert s[45].energies == () and s[29].energies == ()
 
@@ -259,11 +259,11 @@ def test_ramp_default_over_the_window():
 
 
 def test_value_types():
-    sched = compile_text("*: explore(on_null=true); *: ot(K=3, iters=7, grad=full, eps=1e-3, rho=50%)\n")
+    sched = compile_text("*: explore(null=same); *: ot(K=3, iters=7, grad=full, eps=1e-3, rho=50%)\n")
     s = sched.steps[0]
-    assert s.conditioning.as_dict() == {"bn": 0.06, "on_null": True}
+    assert s.conditioning.as_dict() == {"bn": 0.06, "null": "same"}
     ot = s.energies[0].as_dict()
-    assert ot == {"K": 3, "rho": 0.5, "eps": 0.001, "iters": 7, "grad": "full"}
+    assert ot == {"K": 3, "rho": 0.5, "eps": 0.001, "iters": 7, "grad": "full", "units": "grad"}
     assert type(ot["K"]) is int and type(ot["iters"]) is int and type(ot["rho"]) is float
 
 

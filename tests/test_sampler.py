@@ -187,7 +187,7 @@ def test_greedy_class_batched_equals_one_at_a_time(bb, sampler):
     ipc, classes = 3, [0, 4, 9]
     energy = use("ot", K=3, rho=0.5, eps=0.1, iters=5, grad="tweedie")
     sch = schedule(n=8, sampler=sampler, energy=energy, window=range(1, 6), ipc=ipc,
-                   conditioning=lambda k: use("explore", bn=0.06, on_null=True) if k < 2 else
+                   conditioning=lambda k: use("explore", bn=0.06, null="same") if k < 2 else
                    use("refine", rule=None, cfg=4.0))
     s = GuidedSampler(bb, sch, targets(), impls=IMPLS)
     # batched: index by index, all classes at once
@@ -202,7 +202,7 @@ def test_greedy_class_batched_equals_one_at_a_time(bb, sampler):
         assert (mine - done[row]).abs().max() < 1e-5
     # the energy did something: without it the samples differ
     plain = GuidedSampler(bb, schedule(n=8, sampler=sampler, ipc=ipc, conditioning=lambda k: use(
-        "explore", bn=0.06, on_null=True) if k < 2 else use("refine", rule=None, cfg=4.0)), impls=IMPLS)
+        "explore", bn=0.06, null="same") if k < 2 else use("refine", rule=None, cfg=4.0)), impls=IMPLS)
     assert (plain.sample_batch(classes, 2, done[:, :2]) - done[:, 2]).abs().max() > 1e-3
 
 
@@ -343,7 +343,7 @@ def test_hooks_are_removed_even_on_error(bb):
 def test_conditioning_rows_replace_every_block_table(bb):
     """explore replaces the label embedding in every block: the output changes."""
     base = GuidedSampler(bb, schedule(n=3), impls=IMPLS).sample_batch([0], 0)
-    sch = schedule(n=3, conditioning=lambda k: use("explore", bn=0.06, on_null=False))
+    sch = schedule(n=3, conditioning=lambda k: use("explore", bn=0.06, null="keep"))
     expl = GuidedSampler(bb, sch, impls=IMPLS).sample_batch([0], 0)
     assert (base - expl).abs().max() > 1e-4
 
@@ -397,3 +397,94 @@ def test_on_step_callback(bb):
     seen = []
     GuidedSampler(bb, schedule(n=4), impls=IMPLS, on_step=seen.append).sample_batch([0], 0)
     assert seen == [0, 1, 2, 3]
+
+
+# -- issue 15: null = blend, push factors, units = rms ------------------------------------
+class RmsPull(PullPush):
+    """PullPush with `units = rms` (the optional part of the EnergyTerm contract)."""
+
+    def units(self, values):
+        return values.get("units", "grad")
+
+
+def _one_step(bb, step, x, classes=(1, 2), impls=None):
+    from dmgd.guidance import TargetBatch
+    from dmgd.sampling.step import BatchState, GuidedStep
+
+    tgt = targets()
+    clock = coefficients_for(make_scheduler("ddpm", 10), "ddpm")
+    runner = GuidedStep(transformer=bb.transformer, null_class=10, learned_sigma=False,
+                        scheduler=make_scheduler("ddpm", 10), sampler=sampler_spec("ddpm"), coefficients=clock,
+                        recipe_cfg=4.0, cfg_channels=0, ipc=4, impls=impls or {**IMPLS, "rpull": RmsPull()})
+    batch = BatchState(classes=torch.tensor(list(classes)), indices=(0,) * len(classes),
+                       generators=[make_generator(0, c, 0) for c in classes],
+                       others=torch.tensor([3] * len(classes)))
+    target = TargetBatch(points=tgt[3].points[list(classes)], masses=tgt[3].masses[list(classes)])
+    out = runner.step(step, x, batch, lambda x0: torch.zeros(len(classes), 0, F), lambda u, i: target)
+    return out, batch, clock, runner
+
+
+def test_rms_units_update_has_the_stated_rms(bb):
+    """units = rms: each sample's update has root-mean-square rho * sigma_t (VP sampler, so
+    the scheduler's sample is z_t), in the direction of -grad E."""
+    x = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(5))
+    sch = schedule(n=10, energy=use("rpull", K=3, rho=0.3, units="rms"), window={3})
+    grad_sch = schedule(n=10, energy=use("rpull", K=3, rho=0.3, units="grad"), window={3})
+    plain_step = Step(index=3, i=6, tau=6.0, timestep=sch.steps[3].timestep, sigma=sch.steps[3].sigma,
+                      conditioning=sch.steps[3].conditioning, energies=())
+    guided, _, clock, _ = _one_step(bb, sch.steps[3], x)
+    by_grad, _, _, _ = _one_step(bb, grad_sch.steps[3], x)
+    plain, _, _, _ = _one_step(bb, plain_step, x)
+    d = (guided - plain).flatten(1)
+    rms = d.pow(2).mean(1).sqrt()
+    torch.testing.assert_close(rms, torch.full((2,), 0.3 * clock.posterior_stds[3]), rtol=1e-4, atol=0)
+    g = (by_grad - plain).flatten(1)  # -0.3 sigma_t grad E: the same direction
+    cos = (d * g).sum(1) / (d.norm(dim=1) * g.norm(dim=1))
+    assert (cos > 0.9999).all()
+    assert (g.pow(2).mean(1).sqrt() - rms).abs().max() > 1e-6  # grad units are not normalised
+
+
+def test_push_factor_multiplies_the_strength(bb):
+    x = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(6))
+    pushed = schedule(n=10, energy=TermUse(term="pull", values=(("K", 3), ("rho", 0.1)), rule=0, progress=0.0,
+                                            push=3.0), window={3})
+    tripled = schedule(n=10, energy=use("pull", K=3, rho=0.3), window={3})
+    a, _, _, _ = _one_step(bb, pushed.steps[3], x)
+    b, _, _, _ = _one_step(bb, tripled.steps[3], x)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("null", ["keep", "same", "blend"])
+def test_null_rows_and_draws(bb, null):
+    """keep: the null label's row; same: the term's row again; blend: the term's embed_pair
+    with u' drawn right after u (only then) from the sample's own generator."""
+    from dmgd.guidance import NullRow
+
+    sch = schedule(n=10, conditioning=lambda k: use("softlabel", bs=0.01, bn=0.06, lam=0.3, null=null))
+    x = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(7))
+    _, batch, _, runner = _one_step(bb, sch.steps[2], x)
+    # the generators drew u (and u' for blend) then the DDPM noise: replay that order
+    D = runner.embed_dim
+    for c, g in zip((1, 2), batch.generators):
+        replay = make_generator(0, c, 0)
+        u = torch.rand(D, generator=replay)
+        if null == "blend":
+            torch.rand(D, generator=replay)
+        torch.randn(1, *SHAPE, generator=replay)
+        assert torch.equal(replay.get_state(), g.get_state())
+    term = get_term("softlabel").impl
+    noise, null_noise = torch.rand(2, D), torch.rand(2, D)
+    rows = runner._rows(sch.steps[2].conditioning, term, batch, noise, null_noise if null == "blend" else None, True)
+    values = sch.steps[2].conditioning.as_dict()
+    for emb, r in zip(runner.embedders, rows):
+        table = emb.embedding_table.weight
+        cond = term.embed(table, batch.classes, batch.others, noise, values)
+        if null == "blend":
+            c2, n2 = term.embed_pair(table, batch.classes, batch.others, noise, null_noise, values)
+            assert torch.equal(r, torch.cat([c2, n2]))
+            assert not torch.allclose(c2, cond)
+        elif null == "same":
+            assert torch.equal(r, torch.cat([cond, cond]))
+        else:
+            assert torch.equal(r, torch.cat([cond, table[10].expand_as(cond)]))
+    assert term.null_row(values) is NullRow(null)

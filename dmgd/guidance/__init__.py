@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dmgd.guidance.contracts import ConditioningTerm, EnergyTerm, GradientAt
+from dmgd.guidance.contracts import ConditioningTerm, EnergyTerm, GradientAt, NullRow, Units, units_of
 from dmgd.guidance.registry import (
     ContractError,
     all_terms,
@@ -31,7 +31,7 @@ def report_k(schedule: Schedule, smallest_class: int) -> int:
 
 
 __all__ = [
-    "ConditioningTerm", "ContractError", "EnergyTerm", "FromSetting", "GradientAt", "Kind", "ParamSpec",
+    "ConditioningTerm", "ContractError", "EnergyTerm", "FromSetting", "GradientAt", "Kind", "NullRow", "Units", "units_of", "ParamSpec",
     "RampDefault", "TargetBatch", "TargetTable", "TermSpec", "all_terms", "default_conditioning", "get_term",
     "register", "report_k", "target_ks", "unregister",
 ]

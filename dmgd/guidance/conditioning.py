@@ -5,13 +5,20 @@ At most one holds at a step; where none does, the default (`refine` at the recip
 
 from __future__ import annotations
 
+from dmgd.guidance.contracts import NullRow
 from dmgd.guidance.registry import register
 from dmgd.guidance.specs import FromSetting, Kind, ParamSpec, RampDefault, TermSpec
 
-_ON_NULL = ParamSpec(
-    "on_null", "bool", False,
-    "also replace the null (unconditional) row of the CFG batch, as the reference code does",
+_NULL = ParamSpec(
+    "null", "choice", "keep",
+    "the null row of the CFG batch: keep (the null label), same (a copy of the blend), "
+    "blend (its own blend of the null label, renormalised with the class row: the reference code)",
+    choices=("keep", "same", "blend"),
+    shown_at_default=False,
 )
+# on_null (a bool) became `null`; the checker says so to whoever still writes it.
+_RETIRED = (("on_null", "`on_null` was replaced by `null = keep | same | blend` "
+                        "(on_null=false is null=keep, on_null=true is null=same; the reference code is null=blend)"),)
 
 # --------------------------------------------------------------------------- implementations
 #
@@ -22,7 +29,10 @@ _ON_NULL = ParamSpec(
 # Difference: the reference takes those statistics over its whole [2, D] CFG batch (the
 # class row and the null row together, one image at a time); here each row is renormalised
 # to its OWN embedding's statistics (per sample), so that batching classes together gives
-# the same numbers as sampling them one at a time.
+# the same numbers as sampling them one at a time. With null=blend the null row gets its
+# own blend and the PAIR [cond; null] of each sample is renormalised together, to the
+# statistics of [e_y; e_null] over both rows, exactly as the reference does for its one
+# image (`_renormalise_pair`): still per sample, so batching stays exact.
 
 
 def _renormalise(e, ref):
@@ -40,6 +50,23 @@ def _renormalise(e, ref):
     return z * std_r + mean_r
 
 
+def _renormalise_pair(cond, null, ref_cond, ref_null):
+    """Each sample's pair [cond_b; null_b] ([B, D] each) shifted and scaled together to
+    the scalar mean and unbiased std of [ref_cond_b; ref_null_b], taken over the 2*D values
+    of the pair (the reference's `(y - y.mean()) / y.std() * y0.std() + y0.mean()` on its
+    [2, D] CFG batch). Returns (cond, null)."""
+    import torch
+
+    out = _renormalise(torch.cat([cond, null], 1), torch.cat([ref_cond, ref_null], 1))
+    D = cond.shape[1]
+    return out[:, :D], out[:, D:]
+
+
+def _null_rows(table, n):
+    """The null label's row (the table's last) for n samples, [n, D]."""
+    return table[-1:].expand(n, table.shape[1])
+
+
 def _rows(table, labels):
     import torch
 
@@ -55,8 +82,8 @@ class RefineImpl:
     def guidance_scale(self, values, recipe_cfg):
         return float(values["cfg"])
 
-    def replaces_null(self, values):
-        return False
+    def null_row(self, values):
+        return NullRow.KEEP
 
 
 class UncondImpl:
@@ -72,8 +99,8 @@ class UncondImpl:
     def guidance_scale(self, values, recipe_cfg):
         return 1.0
 
-    def replaces_null(self, values):
-        return False
+    def null_row(self, values):
+        return NullRow.KEEP
 
 
 class ExploreImpl:
@@ -86,11 +113,20 @@ class ExploreImpl:
         e = float(values["bn"]) * noise.to(device=e_y.device, dtype=e_y.dtype)
         return _renormalise(e, e_y)
 
+    def embed_pair(self, table, labels, others, noise, null_noise, values):
+        """null=blend: (bn*u, bn*u'), renormalised together to [e_y; e_null]'s statistics."""
+        e_y = _rows(table, labels)
+        e_n = _null_rows(table, e_y.shape[0])
+        bn = float(values["bn"])
+        u = noise.to(device=e_y.device, dtype=e_y.dtype)
+        u_null = null_noise.to(device=e_y.device, dtype=e_y.dtype)
+        return _renormalise_pair(bn * u, bn * u_null, e_y, e_n)
+
     def guidance_scale(self, values, recipe_cfg):
         return float(recipe_cfg)
 
-    def replaces_null(self, values):
-        return bool(values["on_null"])
+    def null_row(self, values):
+        return NullRow(values["null"])
 
 
 class SoftlabelImpl:
@@ -110,11 +146,31 @@ class SoftlabelImpl:
         e = math.sqrt(lam) * e_y + (float(values["bn"]) * rest) * u + (float(values["bs"]) * rest) * e_o
         return _renormalise(e, e_y)
 
+    def embed_pair(self, table, labels, others, noise, null_noise, values):
+        """null=blend: the class row's blend and the null row's own, sqrt(lam) e_null +
+        bn sqrt(1-lam) u' + bs sqrt(1-lam) e_other (the same other class), renormalised
+        together to [e_y; e_null]'s statistics; lam == 1 returns (e_y, e_null) exactly."""
+        import math
+
+        e_y = _rows(table, labels)
+        e_n = _null_rows(table, e_y.shape[0])
+        lam = float(values["lam"])
+        if lam >= 1.0:
+            return e_y, e_n
+        e_o = _rows(table, others)
+        u = noise.to(device=e_y.device, dtype=e_y.dtype)
+        u_null = null_noise.to(device=e_y.device, dtype=e_y.dtype)
+        rest = math.sqrt(1.0 - lam)
+        bn, bs = float(values["bn"]) * rest, float(values["bs"]) * rest
+        cond = math.sqrt(lam) * e_y + bn * u + bs * e_o
+        null = math.sqrt(lam) * e_n + bn * u_null + bs * e_o
+        return _renormalise_pair(cond, null, e_y, e_n)
+
     def guidance_scale(self, values, recipe_cfg):
         return float(recipe_cfg)
 
-    def replaces_null(self, values):
-        return bool(values["on_null"])
+    def null_row(self, values):
+        return NullRow(values["null"])
 
 
 EXPLORE = register(TermSpec(
@@ -122,10 +178,11 @@ EXPLORE = register(TermSpec(
     kind=Kind.CONDITIONING,
     params=(
         ParamSpec("bn", "float", 0.06, "scale of the uniform noise u ~ U[0,1)^D", low=0.0),
-        _ON_NULL,
+        _NULL,
     ),
     doc="class embedding replaced by noise bn*u, renormalised: no class information",
     impl=ExploreImpl(),
+    retired=_RETIRED,
 ))
 
 SOFTLABEL = register(TermSpec(
@@ -136,10 +193,11 @@ SOFTLABEL = register(TermSpec(
         ParamSpec("bn", "float", 0.06, "scale of the uniform noise u ~ U[0,1)^D", low=0.0),
         ParamSpec("lam", "float", RampDefault(0.0, 1.0), "weight of the true class (ramps 0 to 1 by default)",
                   low=0.0, high=1.0),
-        _ON_NULL,
+        _NULL,
     ),
     doc="dynamic soft label: sqrt(lam)*e_y + bn*sqrt(1-lam)*u + bs*sqrt(1-lam)*e_other, renormalised",
     impl=SoftlabelImpl(),
+    retired=_RETIRED,
 ))
 
 REFINE = register(TermSpec(

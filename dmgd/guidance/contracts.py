@@ -11,11 +11,32 @@ import inspect
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 
+class NullRow(enum.Enum):
+    """What the null (unconditional) half of the CFG batch is conditioned on."""
+
+    KEEP = "keep"  # the null label's own row, untouched
+    SAME = "same"  # a copy of the term's conditional row
+    BLEND = "blend"  # the term's own null row, from `embed_pair` (the reference code's)
+
+
 class GradientAt(enum.Enum):
     """Where an energy's gradient is taken."""
 
     Z_T = "z_t"  # through Tweedie's x0 = (z_t - sqrt(1-abar) eps) / sqrt(abar), to z_t
     X0 = "x0"  # on x0 as it stands: the update is -strength * sigma_t * grad_x0 E (MGD3's mode pull)
+
+
+class Units(enum.Enum):
+    """What an energy's strength rho measures (an energy's optional `units(values)`)."""
+
+    GRAD = "grad"  # the update is -rho * sigma_t * grad E
+    RMS = "rms"  # that update rescaled, per sample, to root-mean-square rho * sigma_t
+
+
+def units_of(term: Any, values: Mapping[str, Any]) -> Units:
+    """The units of an energy's strength: its `units(values)` if it has one, else GRAD."""
+    units = getattr(term, "units", None)
+    return Units.GRAD if units is None else Units(units(values))
 
 
 @runtime_checkable
@@ -36,8 +57,11 @@ class ConditioningTerm(Protocol):
         """The CFG scale 1 + omega at this step (1.0: one conditional pass, no CFG)."""
         ...
 
-    def replaces_null(self, values: Mapping[str, Any]) -> bool:
-        """Whether the null half of the CFG batch gets `embed`'s rows too."""
+    def null_row(self, values: Mapping[str, Any]) -> NullRow:
+        """What the null half of the CFG batch gets: the null label (KEEP), `embed`'s rows
+        (SAME), or the null rows of `embed_pair` (BLEND). A term that answers BLEND also
+        has `embed_pair(table, labels, others, noise, null_noise, values) -> (cond, null)`,
+        each [B, D]: null_noise [B, D] ~ U[0,1) is a second draw, made only for BLEND."""
         ...
 
 
@@ -46,7 +70,11 @@ class EnergyTerm(Protocol):
     """A per-sample energy E whose gradient the step subtracts: -strength * sigma_t * grad E."""
 
     def strength(self, values: Mapping[str, Any]) -> float:
-        """rho at this step; 0 (or a final step, where sigma_t = 0) skips the term."""
+        """rho at this step; 0 (or a final step, where sigma_t = 0) skips the term.
+
+        Optional: `units(values) -> "grad" | "rms"` (see `Units`, `units_of`); without it,
+        "grad". With "rms" the step rescales the term's update of each sample to root-mean-
+        square rho * sigma_t over the sample's latent values."""
         ...
 
     def gradient_at(self, values: Mapping[str, Any]) -> GradientAt:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from dmgd.guidance.contracts import GradientAt
 from dmgd.guidance.registry import register
-from dmgd.guidance.specs import Kind, ParamSpec, TermSpec
+from dmgd.guidance.specs import UNITS_PARAM, Kind, ParamSpec, TermSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -29,6 +29,9 @@ class ModeEnergy:
     def strength(self, values: Mapping[str, Any]) -> float:
         return float(values["rho"])
 
+    def units(self, values: Mapping[str, Any]) -> str:
+        return values.get("units", "grad")
+
     def gradient_at(self, values: Mapping[str, Any]) -> GradientAt:
         return GradientAt.X0
 
@@ -49,6 +52,7 @@ MODE = register(TermSpec(
     kind=Kind.ENERGY,
     params=(
         ParamSpec("rho", "float", 0.1, "guidance strength; the update is -rho * sigma_t * (x0_hat - m_i)", low=0.0),
+        UNITS_PARAM,
     ),
     doc="mode guidance: pull sample i toward mode m_i of k-means with K = ipc",
     impl=ModeEnergy(),

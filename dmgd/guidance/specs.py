@@ -45,7 +45,8 @@ class ParamSpec:
 
     `default` is a plain value, a `RampDefault` or a `FromSetting`; `low`/`high` bound a
     number (None: unbounded), `low_open`/`high_open` exclude the bound itself; `choices`
-    lists a choice's words; `rampable`: may a number ramp over its rule's window.
+    lists a choice's words; `rampable`: may a number ramp over its rule's window; `form`:
+    for a str, `form(text) -> problem or None` (e.g. the `reference` setting's `CxHxW`).
     """
 
     name: str
@@ -58,6 +59,10 @@ class ParamSpec:
     high_open: bool = False
     choices: tuple[str, ...] = ()
     rampable: bool = True
+    # For a str: a function of the string giving its problem in words, or None when it is fine.
+    form: Any = field(default=None, eq=False, repr=False)
+    # False: `dmgd explain` leaves the parameter out at its default (an opt-in such as null=keep).
+    shown_at_default: bool = True
 
     def range_text(self) -> str:
         """The allowed values in words, for diagnostics and `dmgd terms` (`0 < eps`, `1 <= K`)."""
@@ -88,6 +93,7 @@ class TermSpec:
     its parameters in declaration order (the order of `TermUse.values`); `doc` is one
     line for `dmgd terms`. `default`: this conditioning term holds, with its parameters'
     defaults, at every step where no rule's conditioning term does (exactly one term).
+    `retired`: (old parameter name, help) for parameters the term used to take.
     """
 
     name: str
@@ -96,7 +102,20 @@ class TermSpec:
     doc: str
     impl: ConditioningTerm | EnergyTerm | None = field(default=None, eq=False, repr=False)
     default: bool = False
+    # Parameters the term no longer takes: (old name, the help the checker gives for it).
+    retired: tuple[tuple[str, str], ...] = ()
 
     def param(self, name: str) -> ParamSpec | None:
         """The parameter called `name`, or None."""
         return next((p for p in self.params if p.name == name), None)
+
+
+# The optional normalisation of an energy's strength (`dmgd.guidance.Units`): an energy
+# term that declares this parameter returns it from its `units(values)`.
+UNITS_PARAM = ParamSpec(
+    "units", "choice", "grad",
+    "grad: the update is -rho * sigma_t * grad E; rms: that update rescaled, per sample, to root-mean-square "
+    "rho * sigma_t over the latent's values (rho in posterior stds, whatever the latent's size or E's scale)",
+    choices=("grad", "rms"),
+    shown_at_default=False,
+)

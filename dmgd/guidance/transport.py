@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from dmgd.guidance.contracts import GradientAt
 from dmgd.guidance.registry import register
-from dmgd.guidance.specs import Kind, ParamSpec, TermSpec
+from dmgd.guidance.specs import UNITS_PARAM, Kind, ParamSpec, TermSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -222,6 +222,7 @@ def _transport_params(rho: float) -> tuple[ParamSpec, ...]:
         ParamSpec("eps", "float", 0.1, "entropic regularisation of Sinkhorn", low=0.0, low_open=True),
         ParamSpec("iters", "int", 5, "Sinkhorn iterations", low=1, rampable=False),
         _GRAD,
+        UNITS_PARAM,
     )
 
 
@@ -234,6 +235,9 @@ class TransportEnergy:
 
     def strength(self, values: Mapping[str, Any]) -> float:
         return float(values["rho"])
+
+    def units(self, values: Mapping[str, Any]) -> str:
+        return values.get("units", "grad")
 
     def gradient_at(self, values: Mapping[str, Any]) -> GradientAt:
         return GradientAt.Z_T

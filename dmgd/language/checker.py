@@ -128,6 +128,9 @@ def check_value(
         return [_error(f"{what} expects {expected_text(spec)}, got {describe_value(value)}", span, "type-mismatch")]
     if t == "str":
         if isinstance(value, (ast.String, ast.Name)):
+            problem = spec.form(value.value) if spec.form is not None else None
+            if problem is not None:
+                return [_error(f"{what} {problem}", span, "invalid-value")]
             return []
         return [_error(f"{what} expects {expected_text(spec)}, got {describe_value(value)}", span, "type-mismatch",
                        help='write it in double quotes, e.g. "path/to/dir"')]
@@ -286,8 +289,9 @@ def _check_term(recipe: ast.Recipe, term: ast.Term, window: ast.Window) -> tuple
         if pspec is None:
             names = [p.name for p in spec.params]
             listing = f"`{term.name}` takes " + (", ".join(names) if names else "no parameters")
+            retired = dict(spec.retired).get(param.name)
             out.append(_error(f"unknown parameter `{param.name}` for `{term.name}`", param.name_span, "unknown-param",
-                              help=_help(param.name, names) or listing))
+                              help=retired or _help(param.name, names) or listing))
             continue
         if param.name in first:
             out.append(_error(f"parameter `{param.name}` is given twice", param.name_span, "duplicate-param",

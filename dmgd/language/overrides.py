@@ -169,6 +169,10 @@ def _python_value_problem(spec, value) -> str | None:
         return f"{what} has no choice `{value}`: expected one of {' | '.join(spec.choices)}"
     if spec.type in ("int", "float") and not spec.admits(float(value)):
         return f"{what} = {value!r} is out of range: {spec.range_text()}"
+    if spec.type == "str" and value is not None and spec.form is not None:
+        problem = spec.form(value)
+        if problem is not None:
+            return f"{what} {problem}"
     return None
 
 

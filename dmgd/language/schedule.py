@@ -20,6 +20,9 @@ class TermUse:
     # meaning: equality ignores it, so recipes that say the same thing compile equal.
     rule: int | None = field(eq=False)
     progress: float  # 0.0 at the window's first (noisiest) step, 1.0 at its last
+    # The factor `push = "total"` applied to an energy's strength at this run (1.0 otherwise):
+    # the step uses strength(values) * push.
+    push: float = 1.0
 
     def __getitem__(self, name: str) -> Any:
         for key, value in self.values:
@@ -43,6 +46,42 @@ class Step:
     sigma: float | None  # sqrt((1 - abar) / abar) at that timestep
     conditioning: TermUse
     energies: tuple[TermUse, ...]
+    # With a `reference` shape: this step's sigma read on the reference, sigma / sigma_scale
+    # (the noise level the recipe's windows were written at). None otherwise.
+    reference_sigma: float | None = None
+
+
+@frozen
+class Placement:
+    """Where one rule's window holds, read on the reference (recipe sampler at `steps` steps)."""
+
+    rule: int  # index of the rule among the recipe's rules
+    reference_steps: tuple[int, ...]  # the reference steps t (clock steps, N-1 first) it holds at
+    sigma_lo: float | None  # the range's edges on the reference (None: unbounded); lo < sigma <= hi
+    sigma_hi: float | None
+    push: tuple[float, ...]  # the push = "total" factor of each of its energies, in rule order (1.0: none)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "reference_steps": list(self.reference_steps), "sigma_lo": self.sigma_lo,
+                "sigma_hi": self.sigma_hi, "push": list(self.push)}
+
+
+@frozen
+class Transfer:
+    """How a schedule was carried to this model and sampler (`reference`, `push`)."""
+
+    reference: tuple[int, ...] | None  # the latent shape the windows were written for
+    latent_shape: tuple[int, ...] | None  # the model's (None: taken to be the reference's)
+    sigma_scale: float  # sqrt(D_model / D_reference): run sigmas = reference sigmas * sigma_scale
+    push: str  # "step" or "total"
+    reference_sampler: str  # the reference clock: this sampler at `steps` steps, default betas
+    placements: tuple[Placement, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": list(self.reference) if self.reference else None,
+                "latent_shape": list(self.latent_shape) if self.latent_shape else None,
+                "sigma_scale": self.sigma_scale, "push": self.push, "reference_sampler": self.reference_sampler,
+                "placements": [p.to_dict() for p in self.placements]}
 
 
 @frozen
@@ -60,6 +99,8 @@ class Schedule:
     # Warning diagnostics of the recipe for this run (e.g. a window empty at this N); not
     # part of the schedule's meaning, so equality ignores them. Callers print them.
     warnings: tuple[Diagnostic, ...] = field(default=(), eq=False)
+    # Set when the recipe has `reference` or `push = "total"` (None: placed on the recipe clock).
+    transfer: Transfer | None = None
 
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)
@@ -69,7 +110,7 @@ class Schedule:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form, for manifests and `--format json`."""
-        return {
+        out = {
             "recipe_hash": self.recipe_hash,
             "num_steps": self.num_steps,
             "settings": self.settings.to_dict(),
@@ -82,6 +123,13 @@ class Schedule:
                 for s in self.steps
             ],
         }
+        if self.transfer is not None:  # extra fields only: the ones above mean what they always did
+            out["transfer"] = self.transfer.to_dict()
+            for row, s in zip(out["steps"], self.steps):
+                row["reference_sigma"] = s.reference_sigma
+                for e_row, e in zip(row["energies"], s.energies):
+                    e_row["push"] = e.push
+        return out
 
 
 @frozen
@@ -94,3 +142,5 @@ class NoiseLevels:
 
     timesteps: tuple[float, ...]
     sigmas: tuple[float, ...]
+    # The energies' sigma_t at each step (docs/method.md), for `push = "total"`; None: unknown.
+    posterior_stds: tuple[float, ...] | None = None

@@ -13,6 +13,22 @@ from attrs import asdict, evolve, frozen
 from dmgd.guidance.specs import ParamSpec
 from dmgd.sampling.samplers import SAMPLER_NAMES
 
+def parse_shape(text: str) -> tuple[int, ...]:
+    """A latent shape written `CxHxW` (e.g. "4x32x32") -> (4, 32, 32); ValueError otherwise."""
+    parts = str(text).strip().lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(f"expected a latent shape written CxHxW, e.g. \"4x32x32\", got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def _shape_problem(text: str) -> str | None:
+    try:
+        parse_shape(text)
+    except ValueError:
+        return f"expects a latent shape written CxHxW (channels x height x width), e.g. \"4x32x32\", got {text!r}"
+    return None
+
+
 SETTING_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("steps", "int", 50, "the recipe's clock: t = steps-1 is the first, noisiest step",
               low=1, high=10000, rampable=False),
@@ -31,6 +47,14 @@ SETTING_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("cfg_channels", "int", 0,
               "latent channels CFG guides: 0 = all; 3 reproduces DiT-XL/2's own forward_with_cfg",
               low=0, high=64, rampable=False),
+    ParamSpec("reference", "str", None,
+              "the latent shape CxHxW the windows were written for (e.g. \"4x32x32\"): windows are then placed by "
+              "noise level, shifted to the model's latent size (default: none, windows on the recipe clock)",
+              form=_shape_problem),
+    ParamSpec("push", "choice", "step",
+              "step: rho is the strength at each step; total: each energy rule's rho is rescaled so that its "
+              "total push sum(rho * sigma_t) equals that of the recipe's own sampler at `steps` steps",
+              choices=("step", "total")),
 )
 
 SETTING_NAMES = tuple(spec.name for spec in SETTING_SPECS)
@@ -54,9 +78,17 @@ class Settings:
     data: str | None = None
     matching: str = "greedy"
     cfg_channels: int = 0
+    reference: str | None = None
+    push: str = "step"
 
     def replace(self, **changes: Any) -> Settings:
         return evolve(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every setting; `reference` and `push` only when set (opt-in: a recipe without them
+        records the same settings as before they existed, so its runs still resume)."""
+        out = asdict(self)
+        for name, default in (("reference", None), ("push", "step")):
+            if out[name] == default:
+                del out[name]
+        return out

@@ -51,7 +51,8 @@ class Targets:
 
 
 def load_model(request: RunRequest, device: str) -> Model:
-    """The frozen backbone of `settings.model`, and the recipe compiled at its noise levels."""
+    """The frozen backbone of `settings.model`, and the recipe compiled at its noise levels
+    (and, with the recipe's `reference`, its windows carried to the model's latent size)."""
     from dmgd.api import compile as compile_recipe
     from dmgd.sampling.backbones import load_backbone
     from dmgd.sampling.schedulers import noise_levels
@@ -61,7 +62,7 @@ def load_model(request: RunRequest, device: str) -> Model:
     noise = noise_levels(request.settings.sampler, request.num_steps,
                          scheduler_config=dict(backbone.scheduler_config or {}) or None)
     schedule = compile_recipe(request.recipe, steps=request.steps, sampler=request.sampler,
-                              overrides=dict(request.overrides), noise=noise)
+                              overrides=dict(request.overrides), noise=noise, latent_shape=backbone.latent_shape)
     return Model(backbone, schedule, time.perf_counter() - tic)
 
 

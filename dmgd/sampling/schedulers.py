@@ -126,7 +126,8 @@ def coefficients_for(scheduler: Any, sampler: str) -> StepCoefficients:
 
 
 def noise_levels(sampler: str, num_steps: int, scheduler_config: Mapping[str, Any] | None = None) -> NoiseLevels:
-    """Each step's scheduler timestep (exactly what the model receives) and
-    sigma = sqrt((1-abar)/abar), in sampling order."""
+    """Each step's scheduler timestep (exactly what the model receives),
+    sigma = sqrt((1-abar)/abar) and the energies' posterior std sigma_t, in sampling order."""
     coefficients = coefficients_for(make_scheduler(sampler, num_steps, scheduler_config), sampler)
-    return NoiseLevels(timesteps=coefficients.timesteps, sigmas=coefficients.sigmas)
+    return NoiseLevels(timesteps=coefficients.timesteps, sigmas=coefficients.sigmas,
+                       posterior_stds=coefficients.posterior_stds)

@@ -4,7 +4,9 @@ The step calls terms only through their contracts (`dmgd.guidance.ConditioningTe
 `EnergyTerm`) and samplers only through their `SamplerSpec`; docs/method.md gives the
 maths. Per-sample random draws, each from the sample's own generator, in a fixed order:
 at the start its initial noise then its `others` class (`sampler.py`); at every step first
-u (D values, drawn whether or not the term uses it), then the scheduler's own noise.
+u (D values, drawn whether or not the term uses it), then u' (D values, only at a step whose
+conditioning term gives the null row its own blend, NullRow.BLEND), then the scheduler's
+own noise.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from attrs import define, frozen
 
-from dmgd.guidance import ConditioningTerm, EnergyTerm, GradientAt, Kind, get_term
+from dmgd.guidance import ConditioningTerm, EnergyTerm, GradientAt, Kind, NullRow, Units, get_term, units_of
 from dmgd.language.schedule import Step, TermUse
 from dmgd.sampling.backbones import label_embedders
 from dmgd.sampling.samplers import SamplerSpec
@@ -124,6 +126,7 @@ class _Energy:
     strength: float
     full: bool  # the gradient flows back through the model's eps
     on_x0: bool  # the gradient is taken on x0 as it stands
+    rms: bool  # units = rms: the term's update of each sample is rescaled to RMS strength * sigma_t
 
 
 class GuidedStep:
@@ -133,8 +136,9 @@ class GuidedStep:
     `step.index` to the next one: the step's conditioning term gives the label rows and
     the CFG scale s (s == 1: one conditional pass, else B conditional then B null rows, CFG
     on the first `cfg_channels` channels, 0 = all); each energy with a nonzero strength
-    adds -strength * sigma_t * grad E (on z_t through Tweedie's x0, or on x0 itself) to the
-    scheduler's new sample. Raises GuidanceError on any non-finite value.
+    (times its push factor) adds -strength * sigma_t * grad E (on z_t through Tweedie's x0,
+    or on x0 itself) to the scheduler's new sample; an energy in units = rms adds
+    -strength * sigma_t * g / rms(g) per sample instead, g its own gradient. Raises GuidanceError on any non-finite value.
     """
 
     def __init__(self, *, transformer: Any, null_class: int, learned_sigma: bool, scheduler: Any,
@@ -156,10 +160,11 @@ class GuidedStep:
 
     # -- conditioning and CFG -------------------------------------------------------
     def _rows(self, use: TermUse, term: ConditioningTerm, batch: BatchState, noise: torch.Tensor,
-              cfg: bool) -> list[torch.Tensor]:
-        """Each block's label rows: the term's rows, then (with CFG) the null rows."""
+              null_noise: torch.Tensor | None, cfg: bool) -> list[torch.Tensor]:
+        """Each block's label rows: the term's rows, then (with CFG) the null rows: the null
+        label's (KEEP), a copy of the term's (SAME) or the term's own (BLEND, embed_pair)."""
         values = use.as_dict()
-        both = cfg and bool(term.replaces_null(values))
+        mode = NullRow(term.null_row(values)) if cfg else NullRow.KEEP
         out = []
         with torch.no_grad():
             for embedder in self.embedders:
@@ -167,22 +172,28 @@ class GuidedStep:
                 if table.shape[0] <= self.null_class:
                     raise ValueError(f"label table has {table.shape[0]} rows; the null class {self.null_class} "
                                      "needs one more")
+                if mode is NullRow.BLEND:
+                    cond, null = term.embed_pair(table[: self.null_class + 1], batch.classes, batch.others,
+                                                 noise.to(table), null_noise.to(table), values)
+                    out.append(torch.cat([cond, null], 0))
+                    continue
                 cond = term.embed(table, batch.classes, batch.others, noise.to(table), values)
                 if not cfg:
                     out.append(cond)
-                elif both:
+                elif mode is NullRow.SAME:
                     out.append(torch.cat([cond, cond], 0))
                 else:
                     out.append(torch.cat([cond, table[self.null_class].expand_as(cond)], 0))
         return out
 
     def _predict(self, z: torch.Tensor, index: int, use: TermUse, term: ConditioningTerm, batch: BatchState,
-                 noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 noise: torch.Tensor, null_noise: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(guided eps [B, C, ...], the conditional variance channels or None)."""
         scale = float(term.guidance_scale(use.as_dict(), self.recipe_cfg))
         cfg = scale != 1.0
         B, C = z.shape[:2]
-        rows = self._rows(use, term, batch, noise, cfg)
+        rows = self._rows(use, term, batch, noise, null_noise, cfg)
         x = torch.cat([z, z], 0) if cfg else z
         labels = torch.cat([batch.classes, torch.full_like(batch.classes, self.null_class)]) if cfg else batch.classes
         t = self.scheduler.timesteps[index]
@@ -208,9 +219,12 @@ class GuidedStep:
             term = resolve_impl(use.term, Kind.ENERGY, self.impls)
             values = use.as_dict()
             strength = float(term.strength(values))
+            if use.push != 1.0:  # push = "total": the compiler's factor for this run
+                strength *= float(use.push)
             if strength != 0.0:
                 out.append(_Energy(use, term, values, strength, bool(term.full_backward(values)),
-                                   term.gradient_at(values) is GradientAt.X0))
+                                   term.gradient_at(values) is GradientAt.X0,
+                                   units_of(term, values) is Units.RMS))
         return out
 
     def _energy_delta(self, index: int, z: torch.Tensor, eps: torch.Tensor, energies: list[_Energy],
@@ -229,6 +243,7 @@ class GuidedStep:
             memory = memory_fn(x0_fixed.detach())
             total = None
             parts = []
+            rms_parts = []
             for e in energies:
                 x0 = x0_full if e.full else x0_fixed
                 value = e.term.energy(x0, memory, target_fn(e.use, e.term), e.values)
@@ -236,14 +251,31 @@ class GuidedStep:
                 if bad is not None:
                     raise fail("energy", e.use.term, bad)
                 scale = a if e.on_x0 else 1.0
+                if e.rms:  # its own gradient, normalised per sample below
+                    rms_parts.append((e, value.sum()))
+                    continue
                 parts.append((e.use, e.strength * scale * value.sum()))
                 total = parts[-1][1] if total is None else total + parts[-1][1]
-            (grad,) = torch.autograd.grad(total, z, retain_graph=len(parts) > 1, allow_unused=True)
+            grad = None
+            if total is not None:
+                (grad,) = torch.autograd.grad(total, z, retain_graph=bool(rms_parts) or len(parts) > 1,
+                                              allow_unused=True)
+                if grad is None:
+                    grad = torch.zeros_like(z)
+                bad = _bad_rows(grad)
+                if bad is not None:
+                    raise fail("gradient", _culprit(parts, z), bad)
+            for n, (e, value) in enumerate(rms_parts):
+                (g,) = torch.autograd.grad(value, z, retain_graph=n + 1 < len(rms_parts), allow_unused=True)
+                if g is None:
+                    continue
+                bad = _bad_rows(g)
+                if bad is not None:
+                    raise fail("gradient", e.use.term, bad)
+                g = _unit_rms(g) * e.strength
+                grad = g if grad is None else grad + g
         if grad is None:
             grad = torch.zeros_like(z)
-        bad = _bad_rows(grad)
-        if bad is not None:
-            raise fail("gradient", _culprit(parts, z), bad)
         return (-self.coefficients.posterior_stds[index] * grad).detach()
 
     # -- the step -------------------------------------------------------------------
@@ -258,16 +290,21 @@ class GuidedStep:
                                  timestep=float(self.coefficients.timesteps[index]), term=term,
                                  quantity=quantity, samples=batch.pairs(mask))
 
-        # fixed per-sample draw order at every step: u first
-        noise = torch.stack([torch.rand(self.embed_dim, generator=g) for g in batch.generators]).to(sample.device)
         cond = step.conditioning
+        cond_term = resolve_impl(cond.term, Kind.CONDITIONING, self.impls)
+        # fixed per-sample draw order at every step: u first, then u' (null=blend only)
+        blend = NullRow(cond_term.null_row(cond.as_dict())) is NullRow.BLEND
+        noise = torch.stack([torch.rand(self.embed_dim, generator=g) for g in batch.generators]).to(sample.device)
+        null_noise = None
+        if blend:
+            null_noise = torch.stack([torch.rand(self.embed_dim, generator=g)
+                                      for g in batch.generators]).to(sample.device)
         energies = self._energies(step)
         z = self.scheduler.scale_model_input(sample, timestep).detach()
         if energies:
             z = z.requires_grad_(True)
         with torch.set_grad_enabled(any(e.full for e in energies)):
-            eps, var = self._predict(z, index, cond, resolve_impl(cond.term, Kind.CONDITIONING, self.impls),
-                                     batch, noise)
+            eps, var = self._predict(z, index, cond, cond_term, batch, noise, null_noise)
         bad = _bad_rows(eps)
         if bad is not None:
             raise fail("eps", cond.term, bad)
@@ -285,6 +322,15 @@ class GuidedStep:
         if bad is not None:
             raise fail("latent", energies[0].use.term if energies else cond.term, bad)
         return prev
+
+
+def _unit_rms(g: torch.Tensor) -> torch.Tensor:
+    """Each sample's gradient [B, ...] scaled to root-mean-square 1 over its values (a zero
+    gradient stays zero): units = rms, where rho is a step in posterior stds."""
+    flat = g.detach().reshape(g.shape[0], -1)
+    rms = flat.pow(2).mean(dim=1).sqrt()
+    safe = torch.where(rms > 0, rms, torch.ones_like(rms))
+    return g / safe.reshape((-1,) + (1,) * (g.dim() - 1))
 
 
 def _culprit(parts: list[tuple[TermUse, torch.Tensor]], z: torch.Tensor) -> str:
