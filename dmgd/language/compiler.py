@@ -173,11 +173,8 @@ def compile_schedule(
     Raises RecipeError with every error diagnostic of the recipe; its warnings are in the
     result's `warnings`.
     """
-    settings, warnings = _checked_settings(recipe, overrides, sampler)
+    settings, num_steps, warnings = _resolved(recipe, overrides, sampler, steps)
     clock = settings.steps
-    num_steps = clock if steps is None else steps
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
     rules = [st for st in recipe.statements if isinstance(st, ast.Rule)]
     noise = _noise_levels(noise, settings.sampler, num_steps, recipe, rules, settings)
     sigmas = noise.sigmas if noise is not None else None
@@ -191,11 +188,9 @@ def compile_schedule(
         held = [window_steps(rule.window, clock, num_steps, sigmas) for rule in rules]
     cond_rules = _conditioning_rules(rules)
     _refuse_conditioning_overlap(recipe, rules, cond_rules, held, num_steps)
-    for r, (rule, steps) in enumerate(zip(rules, held)):
-        if not steps:
-            warnings.append(empty_window_warning(recipe, rule, num_steps, clock, sigmas)
-                            if carried is None or carried.reference is None else
-                            carried.empty_warning(recipe, r, num_steps, sigmas))
+    warnings += [empty_window_warning(recipe, rule, num_steps, clock, sigmas)
+                 if carried is None or carried.reference is None else carried.empty_warning(recipe, r, num_steps, sigmas)
+                 for r, (rule, where) in enumerate(zip(rules, held)) if not where]
     out_steps = _steps(rules, held, cond_rules, settings, num_steps, noise)
     transfer = None
     if carried is not None:
@@ -441,8 +436,15 @@ def checked_settings(recipe: ast.Recipe, *, steps: int | None = None, sampler: s
                      overrides: Mapping[str, Any] | None = None) -> tuple[Settings, int]:
     """What a run knows before its model is loaded: the recipe checked (RecipeError for its
     errors), its resolved settings and the number of real steps N."""
-    settings, _ = _checked_settings(recipe, overrides, sampler)
+    settings, num_steps, _ = _resolved(recipe, overrides, sampler, steps)
+    return settings, num_steps
+
+
+def _resolved(recipe: ast.Recipe, overrides: Mapping[str, Any] | None, sampler: str | None,
+              steps: int | None) -> tuple[Settings, int, list[Diagnostic]]:
+    """The checked recipe's settings, the number of real steps N, and its warnings."""
+    settings, warnings = _checked_settings(recipe, overrides, sampler)
     num_steps = settings.steps if steps is None else steps
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
-    return settings, num_steps
+    return settings, num_steps, warnings
