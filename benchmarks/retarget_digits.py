@@ -26,8 +26,9 @@ Stages:
            chosen candidate, the runners-up, the plain sampler at the same CFG and random
            real; gen seeds x --confirm-seeds classifier seeds.
 Choice: the guided candidate with the best proxy mean; candidates within one SE of the
-difference of the best count as tied, and a tie goes to the simpler one (fewest changes
-from the reference schedule, then the smaller rho).
+difference of the best (sqrt(2) x the median candidate SE) count as tied, and a tie goes to
+the simpler one (fewest changes from the reference schedule, then the smaller rho, then the
+higher mean).
 
 Resumable: sets under OUT/sets/, one JSON line per finished set in OUT/results.jsonl and
 per finished ConvNet training in OUT/confirm.jsonl; a rerun only does what is missing.
@@ -284,12 +285,18 @@ def summarise(cands, a) -> dict[str, dict]:
 
 
 def choose(summary: dict[str, dict]) -> str | None:
+    """The best guided candidate by proxy mean; a candidate within one SE of the difference
+    of the best ties with it, and a tie goes to the simpler one (`complexity`), then the higher
+    mean. The SE of the difference is sqrt(2) x the MEDIAN candidate SE: with two generation
+    seeds one candidate's own SE is too noisy to set the band (a lucky seed pair gives a
+    wide band that would call nearly everything a tie)."""
     guided_ = {n: s for n, s in summary.items() if s["params"] is not None and "mean" in s and s["n"] >= 2}
     if not guided_:
         return None
-    top = max(guided_, key=lambda n: guided_[n]["mean"])
-    b = guided_[top]
-    tied = [n for n, s in guided_.items() if b["mean"] - s["mean"] <= math.sqrt(b["se"] ** 2 + s["se"] ** 2)]
+    ses = sorted(s["se"] for s in guided_.values())
+    band = math.sqrt(2) * ses[len(ses) // 2]
+    top = max(guided_.values(), key=lambda s: s["mean"])["mean"]
+    tied = [n for n, s in guided_.items() if top - s["mean"] <= band]
     return min(tied, key=lambda n: (complexity(guided_[n]["params"]), -guided_[n]["mean"]))
 
 
@@ -419,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         plain = "digits-baseline.dmgd" if cfg == 2.0 else "baseline.dmgd"
         guided_ranked = sorted((s for s in summary.values() if s["params"] is not None and "mean" in s),
                                key=lambda s: -s["mean"])
-        order = [chosen, plain] + [s["name"] for s in guided_ranked if s["name"] != chosen][:2] + [RANDOM_REAL, "digits.dmgd"]
+        order = [chosen, plain, RANDOM_REAL] + [s["name"] for s in guided_ranked if s["name"] != chosen][:2] + ["digits.dmgd"]
         order = list(dict.fromkeys(order))[: a.confirm_max]
         if "confirm" in a.stages:
             done = {(r["id"], r["gen_seed"], r["seed"]) for r in load(confirm_path)}
