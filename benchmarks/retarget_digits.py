@@ -362,13 +362,16 @@ def report(summary, chosen, confirm, a, real_div, started) -> None:
     print("\n".join(lines))
 
 
-def sheet(a, chosen_text: str, plain_text: str) -> None:
+def sheet(a, chosen_text: str, plain_text: str, extra: tuple[str, str] | None = None) -> None:
     from PIL import Image, ImageDraw
 
     from dmgd.data.contact_sheet import contact_sheet
 
-    panels = [("plain sampler, same CFG", set_dir(a.out, plain_text, 0)), ("chosen", set_dir(a.out, chosen_text, 0)),
+    panels = [("plain sampler, same CFG (gen seed 0)", set_dir(a.out, plain_text, 0)),
+              ("chosen", set_dir(a.out, chosen_text, 0)),
               ("random real (fit)", set_dir(a.out, "random-real", 0))]
+    if extra:
+        panels.insert(2, (extra[0], set_dir(a.out, extra[1], 0)))
     images = [(t, contact_sheet(d, cell=32)) for t, d in panels if (d / "manifest.json").is_file()]
     if not images:
         return
@@ -378,7 +381,7 @@ def sheet(a, chosen_text: str, plain_text: str) -> None:
     draw = ImageDraw.Draw(canvas)
     x = 0
     for title, im in images:
-        draw.text((x + 4, 4), title + " (IPC 10, gen seed 0)", fill="black")
+        draw.text((x + 4, 4), title, fill="black")
         canvas.paste(im, (x, 20))
         x += im.width + 20
     canvas.save(a.docs / "retarget_digits.png")
@@ -393,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stages", nargs="*", default=["search", "refine", "confirm"],
                    choices=["search", "refine", "confirm"])
     p.add_argument("--confirm-max", type=int, default=4, help="sets to confirm, in priority order")
+    p.add_argument("--confirm-extra", nargs="*", default=[], help="candidate names to confirm too (after the others)")
     p.add_argument("--docs", type=Path, default=DOCS)
     a = p.parse_args(argv)
     started = time.perf_counter()
@@ -427,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         guided_ranked = sorted((s for s in summary.values() if s["params"] is not None and "mean" in s),
                                key=lambda s: -s["mean"])
         order = [chosen, plain, RANDOM_REAL] + [s["name"] for s in guided_ranked if s["name"] != chosen][:2] + ["digits.dmgd"]
-        order = list(dict.fromkeys(order))[: a.confirm_max]
+        order = list(dict.fromkeys(list(dict.fromkeys(order))[: a.confirm_max] + a.confirm_extra))
         if "confirm" in a.stages:
             done = {(r["id"], r["gen_seed"], r["seed"]) for r in load(confirm_path)}
             jobs = [(n, summary[n]["text"], g, s, str(a.out), str(val)) for n in order for g in a.gen_seeds
@@ -435,7 +439,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"confirm {order}: {len(jobs)} trainings", flush=True)
             run_jobs(train_job, jobs, confirm_path, a.jobs,
                      lambda r: f"{r['name']} g{r['gen_seed']} s{r['seed']}: {r['val']:.1f} ({r['train_seconds']:.0f} s)")
-        sheet(a, summary[chosen]["text"], summary[plain]["text"])
+        colleague = guided(cfg=2.0, window=(11, 32), scale=1000)
+        sheet(a, summary[chosen]["text"], summary[plain]["text"],
+              None if colleague[0] == chosen else (colleague[0], colleague[1]))
     report(summary, chosen, load(confirm_path), a, real_div, started)
     if chosen:
         print(f"\nchosen: {chosen}\n{summary[chosen]['text']}")
