@@ -12,7 +12,6 @@ import enum as _enum
 import json
 import os as _os
 import sys as _sys
-import typing
 from pathlib import Path as _Path
 from typing import Any as _Any, Optional as _Optional
 
@@ -30,101 +29,12 @@ from dmgd.language.parser import parse_recipe
 from dmgd.language.settings import SETTING_SPECS
 from dmgd.guidance import FromSetting, RampDefault, all_terms
 
-# --- converting parameters without pydantic ----------------------------------------------
-# typer converts each parameter's value through pydantic, whose import would cost
-# `dmgd check` about a third of its start-up; typer has no public way around that (its
-# `parser=` goes through pydantic too). So the language commands' class gives each str,
-# int, bool, path, enum or list parameter a converter of its own, through the one typer
-# internal this needs: the parameter's lazily filled `_runtime_param` slot (read with its
-# `type_descriptor`). Under a typer without that slot, typer converts as usual.
-
-
-class _LightParams:
-    """Fills each parameter's converter before typer would build its pydantic one."""
-
-    def parse_args(self, ctx, args):
-        for param in self.get_params(ctx):
-            leaf = _light_leaf(param)
-            if leaf is not None and getattr(param, "_runtime_param", False) is None:
-                param._runtime_param = _LightConverter(leaf, param.type_descriptor.parameter_info)
-        return super().parse_args(ctx, args)
-
-
-class _LightCommand(_LightParams, typer.core.TyperCommand):
-    pass
-
-
-class _LightGroup(_LightParams, typer.core.TyperGroup):
-    """The `dmgd` group itself: its own `--help` flag, converted without pydantic."""
-
-
-def _light_leaf(param) -> _Any:
-    """The type a parameter's values convert to, if `_LightConverter` handles it."""
-    descriptor = getattr(param, "type_descriptor", None)
-    if descriptor is None:
-        return None
-    annotation = descriptor.annotation
-    leaf = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
-    if leaf in (str, int, bool, _Path) or (isinstance(leaf, type) and issubclass(leaf, _enum.Enum)):
-        return leaf
-    return None
-
-
-class _LightConverter:
-    """What typer asks of a parameter's converter: `coerce(value, param, ctx)`."""
-
-    def __init__(self, leaf: type, info: _Any):
-        self.leaf, self.low, self.high = leaf, info.min, info.max
-
-    def coerce(self, value: _Any, param: _Any, ctx: _Any) -> _Any:
-        many = param.multiple or param.nargs == -1
-        if value is None:
-            return () if many else None
-        if many and isinstance(value, str):
-            raise typer.BadParameter("Value must be an iterable.", ctx=ctx, param=param)
-        if isinstance(value, (list, tuple)):
-            return [self._one(v, param, ctx) for v in value]
-        return self._one(value, param, ctx)
-
-    def _one(self, value: _Any, param: _Any, ctx: _Any) -> _Any:
-        leaf = self.leaf
-        if leaf is str:
-            return str(value)
-        if leaf is bool:
-            if isinstance(value, bool):
-                return value
-            raise typer.BadParameter(f"{value!r} is not true or false", ctx=ctx, param=param)
-        if leaf is _Path:
-            return value if isinstance(value, _Path) else _Path(value)
-        if leaf is int:
-            return self._int(value, param, ctx)
-        if isinstance(value, leaf):
-            return value
-        try:
-            return leaf(value)
-        except ValueError:
-            choices = ", ".join(repr(m.value) for m in leaf)
-            raise typer.BadParameter(f"{value!r} is not one of {choices}", ctx=ctx, param=param) from None
-
-    def _int(self, value: _Any, param: _Any, ctx: _Any) -> int:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise typer.BadParameter(f"{value!r} is not a whole number", ctx=ctx, param=param) from None
-        low, high = self.low, self.high
-        if (low is not None and number < low) or (high is not None and number > high):
-            bounds = " and ".join(x for x in (low is not None and f">= {low}", high is not None and f"<= {high}") if x)
-            raise typer.BadParameter(f"{number} is out of range: it must be {bounds}", ctx=ctx, param=param)
-        return number
-
-
 app = typer.Typer(
     name="dmgd",
     help="Train-free dataset distillation with diffusion models, driven by .dmgd recipes.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=_LightGroup,
 )
 
 
@@ -257,7 +167,7 @@ _LATENT = typer.Option(None, "--latent", metavar="CxHxW",
                        help="the model's latent shape, e.g. 1x8x8: shifts the windows of a recipe with `reference`")
 
 
-@app.command("check", cls=_LightCommand)
+@app.command("check")
 def check_command(
     files: list[str] = _FILES,
     output_format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text, or json for editors and CI"),
@@ -292,7 +202,7 @@ def _check_one(file: str, output_format: OutputFormat) -> dict[str, _Any]:
     return report
 
 
-@app.command("fmt", cls=_LightCommand)
+@app.command("fmt")
 def fmt_command(
     files: list[str] = _FILES,
     check: bool = typer.Option(False, "--check", help="change nothing; exit 1 if a file is not formatted"),
@@ -369,7 +279,7 @@ def _noise_for_explain() -> str:
     return "always"
 
 
-@app.command("explain", cls=_LightCommand)
+@app.command("explain")
 def explain_command(
     file: str = typer.Argument(..., metavar="FILE", help="a recipe file; `-` reads standard input"),
     steps: _Optional[int] = _STEPS,
@@ -431,7 +341,7 @@ def explain_command(
     Console(highlight=False).print(table)
 
 
-@app.command("plot", cls=_LightCommand)
+@app.command("plot")
 def plot_command(
     file: str = typer.Argument(..., metavar="FILE", help="a recipe file; `-` reads standard input"),
     output: _Path = typer.Option(..., "-o", "--output", help="the image to write (.png, .svg, .pdf)"),
@@ -466,7 +376,7 @@ def _default_text(spec) -> str:
     return _fmt_value(default)
 
 
-@app.command("terms", cls=_LightCommand)
+@app.command("terms")
 def terms_command() -> None:
     """Every guidance term, its parameters (type, default, range, doc), and the settings."""
     from rich import box
