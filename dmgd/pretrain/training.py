@@ -180,6 +180,17 @@ class _StepReporter:
                   f"eta {el / (step + 1) * (self.steps - step - 1):.0f}s", flush=True)
 
 
+def _corners_how() -> str:
+    from dmgd.data.corners import CORNER_ORDER, CORNER_SEED, SHARES
+
+    return (f"each 8x8 digit at one corner of a 16x16 canvas; per class a corner order drawn by "
+            f"numpy default_rng({CORNER_SEED}) (CORNER_ORDER = {[list(o) for o in CORNER_ORDER]}, corners 0..3 = "
+            f"top-left, top-right, bottom-left, bottom-right) receives {'/'.join(f'{v:.0%}' for v in SHARES)} "
+            "of the class's images, counted by largest remainder within each of fit, val and test "
+            "(train = fit + val), images shuffled onto corners by default_rng("
+            f"{CORNER_SEED + 1})")
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -209,6 +220,7 @@ def training_facts(split: DigitsSplit, *, n_params: int, losses: list[float], wa
             "train": int(len(split.train_indices)),
             "test": int(len(split.test_indices)),
             "used_for_training": "train only",
+            **({"corners": _corners_how()} if spec.name == "corners" else {}),
         },
         "steps": steps,
         "batch_size": batch_size,
