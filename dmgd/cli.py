@@ -55,12 +55,15 @@ def _command_line(ctx: typer.Context) -> None:
 # delegate the work to the package.
 
 
-# --- pretrain: train the embedded default (a tiny digits DiT) ---------------------------
+# --- pretrain: train an embedded model (a tiny digits or corners DiT) -------------------
 
 
 @app.command("pretrain")
 def pretrain_cmd(
-    out: str = typer.Option("runs/digits_dit", "--out", help="Output folder (diffusers layout)."),
+    out: _Optional[str] = typer.Option(None, "--out", help="Output folder (diffusers layout; default: "
+                                       "runs/<data>_dit)."),
+    data: str = typer.Option("digits", "--data", help="digits (8x8) | corners (the digits at the corners of "
+                             "16x16, dmgd.data.corners)"),
     steps: int = typer.Option(2000, "--steps", min=1, help="Training steps."),
     seed: int = typer.Option(0, "--seed", help="Seed for init, data order, noise, labels."),
     batch_size: int = typer.Option(128, "--batch-size", min=1),
@@ -70,13 +73,17 @@ def pretrain_cmd(
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate",
                                   help="Run the model card's sample quality check."),
 ) -> None:
-    """Train the embedded default DiT on sklearn's digits (train split only) and write
+    """Train an embedded DiT on its data's train split (digits, or the corners) and write
     OUT/transformer, OUT/scheduler, OUT/model_index.json and OUT/MODEL_CARD.md.
     Use it with `dmgd run ... --set model=OUT`."""
-    from dmgd.pretrain import pretrain
+    from dmgd.pretrain import PRETRAIN_DATA, pretrain
 
+    if data not in PRETRAIN_DATA:
+        typer.echo(f"error: --data must be one of {', '.join(PRETRAIN_DATA)}, not {data!r}", err=True)
+        raise typer.Exit(2)
+    out = out or f"runs/{data}_dit"
     facts = pretrain(out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, ema=ema,
-                     progress=True, threads=threads or None, evaluate=evaluate)
+                     progress=True, threads=threads or None, evaluate=evaluate, data=data)
     typer.echo(f"wrote {out} ({facts['wall_time_s']} s, loss {facts['final_loss_avg_last_100']})")
     q = facts.get("quality")
     if q:
@@ -712,7 +719,8 @@ class _EvalProgress:
 def eval_command(
     out: _Path = typer.Argument(..., metavar="OUT", help="a `dmgd run` or `dmgd sample-real` output directory"),
     real: _Optional[_Path] = typer.Option(None, "--real", help="the real held-out images (an ImageFolder of the "
-                                          "same classes); default: the embedded digits' test split"),
+                                          "same classes); default: an embedded test split, the corners' for a "
+                                          "set of the corners model or data, else the digits'"),
     model: _Optional[str] = typer.Option(None, "--model", help="convnet | resnet10ap | resnet18 (default: the "
                                          "preset's: resnet10ap for ImageNet-size images, convnet for digits)"),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw (DMGD's harness) | sgd (Minimax's)"),
@@ -790,8 +798,8 @@ def sample_real_command(
     ipc: int = typer.Option(..., "--ipc", min=1, help="images per class"),
     out: _Path = typer.Option(..., "--out", "-o", help="output directory (an ImageFolder + manifest.json)"),
     seed: int = typer.Option(0, "--seed", help="which random images"),
-    data: _Optional[_Path] = typer.Option(None, "--data", help="an ImageFolder of real TRAINING images "
-                                          "(default: the embedded digits' train split)"),
+    data: _Optional[str] = typer.Option(None, "--data", help="an ImageFolder of real TRAINING images, or "
+                                         "digits / corners: an embedded set's train split (default: digits)"),
     image_size: _Optional[int] = typer.Option(None, "--image-size", min=1, help="centre-crop folder images to "
                                               "this size (default: keep their size)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the set already in --out"),

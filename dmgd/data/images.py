@@ -62,7 +62,8 @@ class RealImages:
     images: float32 [N, C, H, W] in [-1, 1]; labels: int64 [N] (index into class_names);
     class_names: sorted directory names (or "0".."9" for the digits); paths: each image's
     path relative to `root` (posix); fingerprint: sha256 hex of the data and its
-    preprocessing; root: the folder read (None for the embedded digits).
+    preprocessing; root: the folder read (None for an embedded data set); source: how
+    manifests name an embedded set (None for a folder: its root names it).
     """
 
     images: torch.Tensor = field(repr=False)
@@ -73,6 +74,7 @@ class RealImages:
     root: str | None = None
     # what reading changed, e.g. {"RGB -> L": 1437, "28x28 -> 8x8": 1437}: image counts
     conversions: Mapping[str, int] = field(factory=dict)
+    source: str | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -307,26 +309,33 @@ def load_image_folder(
     )
 
 
-def digits_real_images() -> RealImages:
-    """The embedded digits' TRAIN split as RealImages: [1437, 1, 8, 8], classes "0".."9"."""
-    from dmgd.data.digits import load_split
+def embedded_real_images(name: str = "digits", split: str = "train") -> RealImages:
+    """An embedded data set's split as RealImages ("digits": [1437, 1, 8, 8] for train,
+    "corners": [1437, 1, 16, 16]; classes "0".."9"; `source` names it, `root` is None)."""
+    from dmgd.data import embedded
 
-    split = load_split()
-    images, labels = split.tensors("train")
+    s = embedded.load_split(name)
+    images, labels = s.tensors(split)
     h = hashlib.sha256()
-    h.update(f"{FINGERPRINT_VERSION}\0digits-train\0".encode())
+    h.update(f"{FINGERPRINT_VERSION}\0{name}-{split}\0".encode())
     h.update(images.numpy().astype("<f4").tobytes())
     h.update(labels.numpy().astype("<i8").tobytes())
-    idx = split.indices("train")
-    paths = tuple(f"{split.class_names[int(y)]}/{int(i):04d}.png" for i, y in zip(idx, labels.tolist()))
+    idx = s.indices(split)
+    paths = tuple(f"{s.class_names[int(y)]}/{int(i):04d}.png" for i, y in zip(idx, labels.tolist()))
     return RealImages(
         images=images,
         labels=labels,
-        class_names=tuple(split.class_names),
+        class_names=tuple(s.class_names),
         paths=paths,
         fingerprint=h.hexdigest(),
         root=None,
+        source=embedded.source(name, split),
     )
+
+
+def digits_real_images() -> RealImages:
+    """The embedded digits' TRAIN split as RealImages: [1437, 1, 8, 8], classes "0".."9"."""
+    return embedded_real_images("digits", "train")
 
 
 def real_data_for(
@@ -335,26 +344,33 @@ def real_data_for(
     image_size: int | None = None,
     channels: int | None = None,
     num_classes: int | None = None,
+    default: str | None = None,
 ) -> RealImages:
-    """The real data of a run: the ImageFolder `data`, or (None) the embedded digits' train
-    split. image_size / channels / num_classes: what the model needs (checked for the
-    digits, applied to a folder; channels defaults to 3 for a folder)."""
-    if data is None:
-        real = digits_real_images()
+    """The real data of a run: the ImageFolder `data`, or an embedded data set's train
+    split: `data` "digits" / "corners" (unless a directory of that name exists), or, with
+    `data` None, `default` (the model's default data: `Backbone.default_data`; None: the
+    digits). image_size / channels / num_classes: what the model needs (checked for an
+    embedded set, applied to a folder; channels defaults to 3 for a folder)."""
+    from dmgd.data.embedded import DEFAULT_DATA, is_embedded_name
+
+    if data is None or is_embedded_name(data):
+        name = str(data) if data is not None else (default or DEFAULT_DATA)
+        real = embedded_real_images(name, "train")
         c, h, w = real.image_shape
+        what = f"The embedded {name}"
         if channels is not None and channels != c:
             raise DataError(
-                f"The embedded digits have {c} channel(s), the model wants {channels}: pass "
-                f"{option('data')} with a folder of the model's images, or use the embedded digits model."
+                f"{what} have {c} channel(s), the model wants {channels}: pass "
+                f"{option('data')} with a folder of the model's images, or use the embedded {name} model."
             )
         if image_size is not None and (h, w) != (image_size, image_size):
             raise DataError(
-                f"The embedded digits are {h}x{w}, the model wants {image_size}x{image_size}: "
-                f"pass {option('data')} with a folder of the model's images, or use the embedded digits model."
+                f"{what} are {h}x{w}, the model wants {image_size}x{image_size}: "
+                f"pass {option('data')} with a folder of the model's images, or use the embedded {name} model."
             )
         if num_classes is not None and num_classes != real.num_classes:
             raise DataError(
-                f"The embedded digits have {real.num_classes} classes, the model has {num_classes}: "
+                f"{what} have {real.num_classes} classes, the model has {num_classes}: "
                 f"pass {option('data')} with a folder of the model's classes."
             )
         return real

@@ -25,7 +25,7 @@ def package_versions() -> dict[str, str]:
 
 def _data_record(real: Any) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "source": real.root or "embedded digits (scikit-learn load_digits), train split",
+        "source": real.root or getattr(real, "source", None) or "embedded digits (scikit-learn load_digits), train split",
         "fingerprint": real.fingerprint,
         "images": len(real),
         "class_counts": dict(zip(real.class_names, real.class_counts())),

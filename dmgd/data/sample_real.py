@@ -3,13 +3,15 @@
     DIR/<class name>/<index>.png     N images per class drawn from the real TRAIN split
     DIR/manifest.json                "format": "dmgd-sample-real-v1", what was drawn
 
-The source is the embedded digits' train split (default) or an ImageFolder (`data`).
+The source is an embedded data set's train split -- the digits (default, or `data`
+"digits") or the corners (`data` "corners", `dmgd.data.corners`) -- or an ImageFolder
+(`data`; a directory named "digits" or "corners" is read as a folder).
 Class c's images are `numpy.random.default_rng([seed, c]).choice(count, N,
 replace=False)` into the class's images in ImageFolder order (sorted file names; for the
 digits, ascending load_digits index), kept in the order drawn: so the first k of a set
 are themselves a uniform random k-subset, and `dmgd eval --ipc k` on it is a fair
-smaller baseline. Digits are written as 8x8 grayscale PNGs exactly as
-`dmgd.data.digits.write_image_folder` writes them. Folder images are decoded and
+smaller baseline. Digits (corners) are written as 8x8 (16x16) grayscale PNGs exactly as
+`dmgd.data.digits.write_image_folder` (`dmgd.data.corners.write_image_folder`) writes them. Folder images are decoded and
 re-encoded losslessly as PNG, at their own size (or ADM's centre crop to `image_size`,
 the preprocessing of a run's real data), grayscale sources as "L", others as "RGB".
 
@@ -115,25 +117,30 @@ def sample_real(out: str | os.PathLike[str], ipc: int, seed: int = 0, *, data: s
     chosen: dict[str, list[Any]] = {}
     writes: list[tuple[Path, bytes]] = []  # (relative png path, PNG bytes): all read before writing
 
-    if data is None:
-        from dmgd.data.digits import load_split, to_uint8
+    from dmgd.data import embedded
 
-        if image_size not in (None, 8):
-            raise SampleRealError("the embedded digits are 8x8: --image-size applies to --data folders only")
-        split = load_split()
+    if data is None or embedded.is_embedded_name(data):
+        from dmgd.data.digits import to_uint8
+
+        name = str(data) if data is not None else embedded.DEFAULT_DATA
+        size = embedded.image_shape(name)[1]
+        if image_size not in (None, size):
+            raise SampleRealError(f"the embedded {name} are {size}x{size}: --image-size applies to --data folders only")
+        split = embedded.load_split(name)
         class_names = tuple(split.class_names)
         train = split.train_indices
         labels = split.labels[train]
-        for c, name in enumerate(class_names):
+        for c, class_name in enumerate(class_names):
             members = train[labels == c]  # ascending load_digits indices
             if len(members) < ipc:
-                raise _short_class(name, len(members), ipc, "the digits' train split")
+                raise _short_class(class_name, len(members), ipc, f"the {name}' train split")
             picks = [int(members[i]) for i in choose(len(members), ipc, seed, c)]
-            chosen[name] = picks
+            chosen[class_name] = picks
             for k, index in enumerate(picks):
                 pixels = to_uint8(split.pixels[index].astype(np.float32) / 8.0 - 1.0)
-                writes.append((Path(name) / f"{image_name(k)}.png", _png(pixels)))
-        source: dict[str, Any] = {"data": DIGITS_SOURCE, "chosen_are": "load_digits indices (train split)"}
+                writes.append((Path(class_name) / f"{image_name(k)}.png", _png(pixels)))
+        source: dict[str, Any] = {"data": embedded.source(name, "train"),
+                                  "chosen_are": "load_digits indices (train split)"}
     else:
         root = Path(data).expanduser()
         try:

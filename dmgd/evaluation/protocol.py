@@ -61,8 +61,9 @@ def evaluate(out_dir: str | os.PathLike[str], real_dir: str | os.PathLike[str] |
              config: EvalConfig | None = None, *, reporter: Reporter | None = None,
              on_seed: Callable[[SeedResult], None] | None = None, write: bool = True,
              eval_json: str | os.PathLike[str] | None = None) -> EvalResult:
-    """Evaluate the distilled set in `out_dir` on the real test set `real_dir` (None: the
-    embedded digits' test split). Writes `out_dir/eval.json` (or `eval_json`) unless
+    """Evaluate the distilled set in `out_dir` on the real test set `real_dir` (None: an
+    embedded test split, the corners' for a corners set, else the digits', see
+    `dmgd.evaluation.sets.default_test_data`). Writes `out_dir/eval.json` (or `eval_json`) unless
     write=False. on_seed: called with each seed's result as it finishes. Raises EvalError
     (a DmgdError) for unusable input."""
     import torch
@@ -76,7 +77,8 @@ def evaluate(out_dir: str | os.PathLike[str], real_dir: str | os.PathLike[str] |
     started = time.perf_counter()
     device = pick_device(config.device)
     distilled, resolved = _read_set(out_dir, config)
-    real, real_source = read_real(real_dir, image_size=int(resolved.image_size), channels=distilled.channels)
+    real, real_source = read_real(real_dir, image_size=int(resolved.image_size), channels=distilled.channels,
+                                  manifest=distilled.manifest)
     check_classes(distilled.class_names, real.class_names, distilled.root, real_source)
     threads = torch.get_num_threads()
     results = run_seeds(distilled, real, resolved, device, reporter, on_seed)

@@ -1,6 +1,8 @@
 """The two sets of an evaluation, read into tensors: the distilled set (`read_distilled`,
 the first IPC images of each class folder) and the real held-out set (`read_real`, an
-ImageFolder or the embedded digits' test split), matched by class name (`check_classes`)."""
+ImageFolder or an embedded data set's test split: the corners' for a set made by the
+embedded corners model or sampled from the corners, else the digits'), matched by class
+name (`check_classes`)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dmgd.data.digits import IMAGE_SHAPE, load_split
-from dmgd.data.images import IMG_EXTENSIONS, DataError, RealImages, _decode, load_image_folder
+from dmgd.data import embedded
+from dmgd.data.images import IMG_EXTENSIONS, DataError, RealImages, _decode, embedded_real_images, load_image_folder
 from dmgd.evaluation.config import IMAGENET_SIZE, EvalError, preset_for
 from dmgd.evaluation.results import DistilledSet
 
 MANIFEST = "manifest.json"
 EMBEDDED_TEST = "embedded digits test split (scikit-learn load_digits, fixed stratified 80/20 split)"
+EMBEDDED_TESTS = {
+    "digits": EMBEDDED_TEST,
+    "corners": "embedded corners test split (dmgd.data.corners: the digits' fixed stratified 80/20 split on a "
+               "16x16 canvas)",
+}
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
@@ -166,11 +173,15 @@ def _load_images(paths: list[Path], size: int, channels: int) -> torch.Tensor:
 # --- the real set -----------------------------------------------------------------------------
 
 
-def read_real(real_dir: str | os.PathLike[str] | None, *, image_size: int, channels: int) -> tuple[RealImages, str]:
-    """The real held-out set: an ImageFolder (centre-cropped to image_size), or (None) the
-    embedded digits' TEST split. Returns (images, a description of the source)."""
+def read_real(real_dir: str | os.PathLike[str] | None, *, image_size: int, channels: int,
+              manifest: dict[str, Any] | None = None) -> tuple[RealImages, str]:
+    """The real held-out set: an ImageFolder (centre-cropped to image_size), or (None) an
+    embedded data set's TEST split: the one `default_test_data(manifest)` names (the
+    distilled set's manifest: the corners for the corners model, else the digits).
+    Returns (images, a description of the source)."""
     if real_dir is None:
-        return _embedded_test(image_size, channels), EMBEDDED_TEST
+        name = default_test_data(manifest)
+        return _embedded_test(name, image_size, channels), EMBEDDED_TESTS[name]
     try:
         real = load_image_folder(real_dir, image_size=image_size, channels=channels)
     except DataError as error:
@@ -178,20 +189,39 @@ def read_real(real_dir: str | os.PathLike[str] | None, *, image_size: int, chann
     return real, str(Path(real_dir).expanduser())
 
 
-def _embedded_test(image_size: int, channels: int) -> RealImages:
-    c, h, _ = IMAGE_SHAPE
+def default_test_data(manifest: dict[str, Any] | None) -> str:
+    """The embedded data set whose test split a distilled set is scored on by default:
+    the default data of the embedded model that made it (manifest "model" "id"), else the
+    embedded set it was drawn from or distilled from (a sample-real manifest's "source",
+    a run's "data" "source"), else "digits"."""
+    from dmgd.sampling.backbones import EMBEDDED_MODELS, embedded_model_name
+
+    manifest = manifest or {}
+    model = manifest.get("model")
+    if isinstance(model, dict):
+        name = embedded_model_name(str(model.get("id")))
+        if name is not None:
+            return EMBEDDED_MODELS[name][1]
+    for record in (manifest.get("source"), manifest.get("data")):
+        if isinstance(record, dict):
+            text = str(record.get("data", record.get("source", "")))
+            for name in embedded.EMBEDDED_DATA:
+                if text == embedded.source(name, "train"):
+                    return name
+    return embedded.DEFAULT_DATA
+
+
+def _embedded_test(name: str, image_size: int, channels: int) -> RealImages:
+    c, h, _ = embedded.image_shape(name)
     if (image_size, channels) != (h, c):
         raise EvalError(
             f"the distilled set is {image_size}x{image_size} with {channels} channel(s), but the default "
-            f"real test set, the embedded digits, is {h}x{h} grayscale: pass --real with the real "
+            f"real test set, the embedded {name}, is {h}x{h} grayscale: pass --real with the real "
             "held-out images of the set's classes (an ImageFolder, e.g. the validation split)"
         )
-    split = load_split()
-    images, labels = split.tensors("test")
-    return RealImages(images=images, labels=labels, class_names=tuple(split.class_names),
-                      paths=tuple(f"{split.class_names[int(y)]}/{int(i):04d}.png"
-                                  for i, y in zip(split.test_indices, labels.tolist())),
-                      fingerprint="digits-test", root=None)
+    real = embedded_real_images(name, "test")
+    return RealImages(images=real.images, labels=real.labels, class_names=real.class_names, paths=real.paths,
+                      fingerprint=f"{name}-test", root=None, source=real.source)
 
 
 def check_classes(distilled: tuple[str, ...], real: tuple[str, ...], out: Path, real_source: str) -> None:

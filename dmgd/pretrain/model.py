@@ -1,7 +1,9 @@
-"""The embedded digits DiT: its config, DiT's initialisation, and its diffusers layout on disk.
+"""The embedded DiTs: their configs and data sets (`PRETRAIN_DATA`), DiT's initialisation, and
+their diffusers layout on disk.
 
-A `DiTTransformer2DModel` on 8x8 x 1 channel (epsilon only), patch 2, 6 layers, 4 heads x
-32, adaLN-zero. Each block's label table has NUM_CLASSES + 1 rows; the last, NULL_CLASS,
+"digits": a `DiTTransformer2DModel` on 8x8 x 1 channel (epsilon only), patch 2, 6 layers,
+4 heads x 32, adaLN-zero, trained on `dmgd.data.digits`. "corners": the same blocks on
+16x16 x 1 channel (patch 2: 64 tokens), trained on `dmgd.data.corners`. Each block's label table has NUM_CLASSES + 1 rows; the last, NULL_CLASS,
 is the unconditional label for classifier-free guidance. diffusers' own label dropout is
 switched off in every block (training drops labels itself, once per sample).
 """
@@ -11,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import diffusers
 import torch
 from diffusers import DDPMScheduler, DiTTransformer2DModel
 from diffusers.utils import logging as diffusers_logging
+from attrs import frozen
 from torch import nn
 
 from dmgd.data.digits import CLASS_NAMES
@@ -38,11 +41,59 @@ DIT_CONFIG: dict[str, Any] = dict(
     norm_type="ada_norm_zero",
 )
 
+CORNERS_DIT_CONFIG: dict[str, Any] = {**DIT_CONFIG, "sample_size": 16}
 
-def build_dit(seed: int = 0) -> DiTTransformer2DModel:
-    """A freshly initialised digits DiT (DiT's init; label dropout off in every block)."""
+
+def _digits_split() -> Any:
+    from dmgd.data.digits import load_split
+
+    return load_split()
+
+
+def _corners_split() -> Any:
+    from dmgd.data.corners import load_split
+
+    return load_split()
+
+
+@frozen
+class PretrainData:
+    """What `pretrain(data=name)` trains on: the DiT config, the split loader (a
+    `DigitsSplit`-like object; training uses its "train" split), and the card's words."""
+
+    name: str
+    dit_config: dict[str, Any]
+    load_split: Callable[[], Any]
+    title: str  # the card's heading: "digits DiT"
+    source: str  # where the images come from
+    description: str  # one sentence for the card's intro
+
+
+PRETRAIN_DATA: dict[str, PretrainData] = {
+    "digits": PretrainData(
+        "digits", DIT_CONFIG, _digits_split, "digits DiT", "sklearn.datasets.load_digits()",
+        "scikit-learn's digits (8x8, 1 channel, 10 classes \"0\"..\"9\")"),
+    "corners": PretrainData(
+        "corners", CORNERS_DIT_CONFIG, _corners_split, "corners DiT",
+        "dmgd.data.corners (sklearn.datasets.load_digits() on a 16x16 canvas)",
+        "dmgd's corners data: scikit-learn's digits, each placed at one corner of a 16x16 black "
+        "canvas, with fixed per-class corner shares of 70/20/7/3 % (`dmgd.data.corners`: "
+        "16x16, 1 channel, 10 classes \"0\"..\"9\", known sub-modes)"),
+}
+
+
+def pretrain_data(name: str) -> PretrainData:
+    """The `PRETRAIN_DATA` entry `name` (ValueError naming the choices otherwise)."""
+    if name not in PRETRAIN_DATA:
+        raise ValueError(f"unknown pretrain data {name!r}: expected one of {', '.join(PRETRAIN_DATA)}")
+    return PRETRAIN_DATA[name]
+
+
+def build_dit(seed: int = 0, config: dict[str, Any] | None = None) -> DiTTransformer2DModel:
+    """A freshly initialised DiT (DiT's init; label dropout off in every block); `config`
+    None: the digits DiT's (DIT_CONFIG)."""
     torch.manual_seed(seed)
-    model = DiTTransformer2DModel(**DIT_CONFIG)
+    model = DiTTransformer2DModel(**(DIT_CONFIG if config is None else config))
     disable_label_dropout(model)
     initialize_weights(model)
     return model

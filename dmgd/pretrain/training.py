@@ -1,4 +1,5 @@
-"""`pretrain(out_dir)`: train the digits DiT on the TRAIN split of `dmgd.data.digits`.
+"""`pretrain(out_dir, data=...)`: train an embedded DiT on the TRAIN split of its data set
+(`dmgd.data.digits` or `dmgd.data.corners`, see `dmgd.pretrain.model.PRETRAIN_DATA`).
 
 DDPM (the project's default betas), epsilon MSE, uniform timesteps, labels dropped once
 per sample (p = 0.1, to NULL_CLASS), AdamW (lr 1e-3, no weight decay, as DiT), gradient
@@ -22,9 +23,9 @@ from diffusers import DiTTransformer2DModel
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from dmgd.data.digits import SPLIT_SEED, TEST_SIZE, DigitsSplit, load_split
+from dmgd.data.digits import SPLIT_SEED, TEST_SIZE, DigitsSplit
 from dmgd.pretrain.card import write_card
-from dmgd.pretrain.model import DIT_CONFIG, NULL_CLASS, build_dit, save_model
+from dmgd.pretrain.model import NULL_CLASS, PretrainData, build_dit, pretrain_data, save_model
 from dmgd.pretrain.quality import evaluate_samples
 from dmgd.sampling.schedulers import DEFAULT_SCHEDULER_CONFIG
 
@@ -51,8 +52,10 @@ def pretrain(
     threads: int | None = None,
     evaluate: bool = True,
     weights_dtype: str = "float16",
+    data: str = "digits",
 ) -> dict[str, Any]:
-    """Train the digits DiT on the train split and save it to `out_dir` (diffusers layout).
+    """Train the DiT of `data` ("digits" or "corners") on its train split and save it to
+    `out_dir` (diffusers layout).
 
     Returns the model card facts (also written to `out_dir/MODEL_CARD.md` and
     `out_dir/training_facts.json`). `progress` shows a rich progress bar (loss, ETA);
@@ -64,10 +67,11 @@ def pretrain(
     if threads is not None:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
-    split = load_split()
-    model = build_dit(seed)
+    spec = pretrain_data(data)
+    split = spec.load_split()
+    model = build_dit(seed, spec.dit_config)
     model.train()
-    ema_model = build_dit(seed)
+    ema_model = build_dit(seed, spec.dit_config)
     ema_model.load_state_dict(model.state_dict())
     ema_model.eval().requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
@@ -79,9 +83,9 @@ def pretrain(
     wall = time.perf_counter() - t0
     ema_model = save_model(ema_model, out_dir, weights_dtype)
     facts = training_facts(split, n_params=n_params, losses=losses, wall=wall, steps=steps, seed=seed,
-                           batch_size=batch_size, lr=lr, ema=ema, weights_dtype=weights_dtype)
+                           batch_size=batch_size, lr=lr, ema=ema, weights_dtype=weights_dtype, spec=spec)
     if evaluate:
-        facts["quality"] = evaluate_samples(ema_model)
+        facts["quality"] = evaluate_samples(ema_model, data=data)
     write_card(out_dir, facts)
     return facts
 
@@ -176,6 +180,17 @@ class _StepReporter:
                   f"eta {el / (step + 1) * (self.steps - step - 1):.0f}s", flush=True)
 
 
+def _corners_how() -> str:
+    from dmgd.data.corners import CORNER_ORDER, CORNER_SEED, SHARES
+
+    return (f"each 8x8 digit at one corner of a 16x16 canvas; per class a corner order drawn by "
+            f"numpy default_rng({CORNER_SEED}) (CORNER_ORDER = {[list(o) for o in CORNER_ORDER]}, corners 0..3 = "
+            f"top-left, top-right, bottom-left, bottom-right) receives {'/'.join(f'{v:.0%}' for v in SHARES)} "
+            "of the class's images, counted by largest remainder within each of fit, val and test "
+            "(train = fit + val), images shuffled onto corners by default_rng("
+            f"{CORNER_SEED + 1})")
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -189,19 +204,23 @@ def _machine() -> str:
 
 
 def training_facts(split: DigitsSplit, *, n_params: int, losses: list[float], wall: float, steps: int,
-                   seed: int, batch_size: int, lr: float, ema: float, weights_dtype: str) -> dict[str, Any]:
-    """What the model card and training_facts.json record about a run."""
+                   seed: int, batch_size: int, lr: float, ema: float, weights_dtype: str,
+                   spec: PretrainData | None = None) -> dict[str, Any]:
+    """What the model card and training_facts.json record about a run (`spec` None: digits)."""
+    spec = spec or pretrain_data("digits")
     return {
-        "dit_config": DIT_CONFIG,
+        "data": spec.name,
+        "dit_config": spec.dit_config,
         "parameters": n_params,
         "scheduler": dict(DEFAULT_SCHEDULER_CONFIG),
         "split": {
-            "source": "sklearn.datasets.load_digits()",
+            "source": spec.source,
             "how": f"train_test_split(arange(1797), test_size={TEST_SIZE}, stratify=y, "
                    f"random_state={SPLIT_SEED}); indices sorted",
             "train": int(len(split.train_indices)),
             "test": int(len(split.test_indices)),
             "used_for_training": "train only",
+            **({"corners": _corners_how()} if spec.name == "corners" else {}),
         },
         "steps": steps,
         "batch_size": batch_size,

@@ -1,7 +1,12 @@
-"""Frozen class-conditional DiT backbones: the embedded digits model or a local diffusers one.
+"""Frozen class-conditional DiT backbones: an embedded model or a local diffusers one.
 
 `load_backbone(None)` loads the embedded default shipped in `dmgd/assets/digits_dit/` (a
-tiny DiT on sklearn's digits, pixel space, no VAE; see its MODEL_CARD.md).
+tiny DiT on sklearn's digits, pixel space, no VAE; see its MODEL_CARD.md);
+`load_backbone("corners")` the embedded corners model in `dmgd/assets/corners_dit/` (the
+digits at the corners of a 16x16 canvas, `dmgd.data.corners`), and "digits" the digits
+model (`EMBEDDED_MODELS`; a directory of that name, if one exists, is loaded instead).
+An embedded model's `Backbone.default_data` names its real data ("digits" / "corners"):
+what a run uses when it is given no `data`.
 `load_backbone(DIR)` loads a local directory in diffusers' layout:
 
     DIR/transformer/config.json + diffusion_pytorch_model.safetensors   (required)
@@ -41,6 +46,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
 EMBEDDED_MODEL_ID = "embedded:digits_dit"
+# name -> (folder under dmgd/assets, its default real data: a `dmgd.data.embedded` name)
+EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
+    "digits": ("digits_dit", "digits"),
+    "corners": ("corners_dit", "corners"),
+}
+DEFAULT_MODEL = "digits"
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DIT_CLASS_NAMES = ("DiTTransformer2DModel", "Transformer2DModel")
@@ -86,15 +97,38 @@ class Backbone:
     weights_sha256: str
     learned_sigma: bool  # out_channels == 2 * in_channels
     class_names: tuple[str, ...] | None = None
+    default_data: str | None = None  # an embedded model's real data ("digits" / "corners"); None: no default
 
     @property
     def is_pixel(self) -> bool:
         return self.vae is None
 
 
-def default_model_dir() -> Path:
-    """Where the embedded digits DiT lives inside the installed package."""
-    return Path(str(files("dmgd") / "assets" / "digits_dit"))
+def default_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    """Where an embedded DiT ("digits", the default, or "corners") lives in the package."""
+    return Path(str(files("dmgd") / "assets" / EMBEDDED_MODELS[name][0]))
+
+
+def embedded_model_id(name: str) -> str:
+    """The model id an embedded model is recorded under: "embedded:digits_dit", ..."""
+    return f"embedded:{EMBEDDED_MODELS[name][0]}"
+
+
+def embedded_model_name(model_id: str) -> str | None:
+    """"digits" / "corners" for an embedded model's id (as recorded in manifests), else None."""
+    for name in EMBEDDED_MODELS:
+        if model_id == embedded_model_id(name):
+            return name
+    return None
+
+
+def _embedded_name(model: str | None) -> str | None:
+    """The embedded model a model argument names (None: the default), or None for others."""
+    if model is None:
+        return DEFAULT_MODEL
+    if model in EMBEDDED_MODELS and not Path(model).expanduser().is_dir():
+        return model
+    return embedded_model_name(model)
 
 
 def weights_sha256(directory: str | Path) -> str:
@@ -130,15 +164,16 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def _resolve(model: str | None) -> tuple[Path, str]:
     """(model directory, model_id) for a model argument; raises BackboneError."""
-    if model is None:
-        d = default_model_dir()
+    name = _embedded_name(model)
+    if name is not None:
+        d = default_model_dir(name)
         if not (d / "transformer" / "config.json").is_file():
             raise BackboneError(
-                f"The embedded digits model is missing from this installation ({d}). "
-                "Reinstall dmgd, or train it with `dmgd pretrain --out DIR` and pass "
+                f"The embedded {name} model is missing from this installation ({d}). "
+                f"Reinstall dmgd, or train it with `dmgd pretrain --data {name} --out DIR` and pass "
                 "`--set model=DIR`.\n" + DOWNLOAD_HINT
             )
-        return d, EMBEDDED_MODEL_ID
+        return d, embedded_model_id(name)
     s = str(model)
     p = Path(s).expanduser()
     if p.exists():
@@ -312,8 +347,8 @@ def load_backbone(model: str | Path | None = None, device: Any = "cpu",
                   dtype: torch.dtype | None = None) -> Backbone:
     """Load a frozen class-conditional DiT (None: the embedded digits model).
 
-    `model` is None, a local directory in diffusers' layout, or a hub id already in the
-    local Hugging Face cache. Raises `BackboneError` with a user-facing message when the
+    `model` is None, "digits" or "corners" (the embedded models), a local directory in
+    diffusers' layout, or a hub id already in the local Hugging Face cache. Raises `BackboneError` with a user-facing message when the
     model is missing, not a class-conditional DiT, or has only pickle weights.
     """
     import torch
@@ -362,4 +397,10 @@ def load_backbone(model: str | Path | None = None, device: Any = "cpu",
         weights_sha256=weights_sha256(root if tdir != root else tdir),
         learned_sigma=int(transformer.out_channels) == 2 * in_ch,
         class_names=_class_names(root, tcfg, num_classes),
+        default_data=_default_data(model_id),
     )
+
+
+def _default_data(model_id: str) -> str | None:
+    name = embedded_model_name(model_id)
+    return EMBEDDED_MODELS[name][1] if name is not None else None
