@@ -187,7 +187,7 @@ def test_model_corners_loads_the_embedded_corners_model(tmp_path, monkeypatch):
 @needs_model
 def test_a_run_of_the_corners_model_uses_the_corners_and_eval_their_test_split(tmp_path):
     from dmgd.evaluation.protocol import EvalConfig, evaluate
-    from dmgd.runner import run
+    from dmgd.pipeline import run
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "baseline.dmgd"
     out = tmp_path / "run"
