@@ -249,6 +249,26 @@ def load_image_folder(
     if image_size is not None and int(image_size) < 1:
         raise ValueError(f"image_size must be positive, not {image_size!r}")
     root = Path(root).expanduser()
+    dirs, files, labels = _listing(root, num_classes)
+    rel = [p.relative_to(root).as_posix() for p in files]
+    arrays, fingerprint, conversions = _read_images(root, files, rel, image_size, channels, workers)
+    _report_conversions(root, conversions, len(arrays))
+    stacked = np.stack(arrays)  # [N, H, W, C] uint8
+    del arrays
+    images = torch.from_numpy(stacked).permute(0, 3, 1, 2).to(torch.float32).div_(127.5).sub_(1.0).contiguous()
+    return RealImages(
+        images=images,
+        labels=torch.tensor(labels, dtype=torch.long),
+        class_names=tuple(d.name for d in dirs),
+        paths=tuple(rel),
+        fingerprint=fingerprint,
+        root=str(root),
+        conversions=conversions,
+    )
+
+
+def _listing(root: Path, num_classes: int | None) -> tuple[list[Path], list[Path], list[int]]:
+    """(class directories, image files, their labels) of an ImageFolder, torchvision's order."""
     dirs = _class_dirs(root)
     if num_classes is not None and len(dirs) != int(num_classes):
         raise DataError(
@@ -263,22 +283,26 @@ def load_image_folder(
         fs = _class_files(root, d)
         files.extend(fs)
         labels.extend([c] * len(fs))
+    return dirs, files, labels
 
+
+def _read_images(root: Path, files: list[Path], rel: list[str], image_size: int | None, channels: int,
+                 workers: int | None) -> tuple[list[np.ndarray], str, dict[str, int]]:
+    """Decode every file (threads: PIL decodes without the GIL): (uint8 arrays, the data's
+    fingerprint over names, sizes and bytes, the conversions made with their counts)."""
     h = hashlib.sha256()
     h.update(f"{FINGERPRINT_VERSION}\0size={image_size}\0channels={channels}\0".encode())
 
-    def read(p: Path) -> tuple[bytes, np.ndarray]:
+    def read(p: Path) -> tuple[bytes, np.ndarray, tuple[str, ...]]:
         try:
             data = p.read_bytes()
         except OSError as e:
             raise DataError(f"Cannot read {p}: {e}. Check the file's permissions.") from None
         return data, *_decode_with_changes(data, p, image_size, channels)
 
-    rel = [p.relative_to(root).as_posix() for p in files]
-    workers = workers or min(8, os.cpu_count() or 1)
     arrays: list[np.ndarray] = []
     conversions: dict[str, int] = {}
-    pool = ThreadPoolExecutor(max_workers=workers)  # PIL decodes without the GIL
+    pool = ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1))
     try:
         for r, (data, arr, changes) in zip(rel, pool.map(read, files)):
             for change in changes:
@@ -294,19 +318,7 @@ def load_image_folder(
             arrays.append(arr)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on an error, skip the files not yet read
-    _report_conversions(root, conversions, len(arrays))
-    stacked = np.stack(arrays)  # [N, H, W, C] uint8
-    del arrays
-    images = torch.from_numpy(stacked).permute(0, 3, 1, 2).to(torch.float32).div_(127.5).sub_(1.0).contiguous()
-    return RealImages(
-        images=images,
-        labels=torch.tensor(labels, dtype=torch.long),
-        class_names=tuple(d.name for d in dirs),
-        paths=tuple(rel),
-        fingerprint=h.hexdigest(),
-        root=str(root),
-        conversions=conversions,
-    )
+    return arrays, h.hexdigest(), conversions
 
 
 def embedded_real_images(name: str = "digits", split: str = "train") -> RealImages:

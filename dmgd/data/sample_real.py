@@ -107,64 +107,85 @@ def _short_class(name: str, count: int, ipc: int, where: str) -> SampleRealError
 def sample_real(out: str | os.PathLike[str], ipc: int, seed: int = 0, *, data: str | os.PathLike[str] | None = None,
                 image_size: int | None = None, overwrite: bool = False) -> SampleRealResult:
     """Write a random-real baseline of `ipc` images per class to `out` (see the module doc)."""
-    from dmgd.data.images import DataError, _class_dirs, _class_files
+    from dmgd.data import embedded
 
     if int(ipc) < 1:
         raise SampleRealError(f"--ipc must be at least 1, not {ipc}")
     if image_size is not None and int(image_size) < 1:
         raise SampleRealError(f"--image-size must be positive, not {image_size}")
     out = Path(out).expanduser()
-    chosen: dict[str, list[Any]] = {}
-    writes: list[tuple[Path, bytes]] = []  # (relative png path, PNG bytes): all read before writing
-
-    from dmgd.data import embedded
-
     if data is None or embedded.is_embedded_name(data):
-        from dmgd.data.digits import to_uint8
-
-        name = str(data) if data is not None else embedded.DEFAULT_DATA
-        size = embedded.image_shape(name)[1]
-        if image_size not in (None, size):
-            raise SampleRealError(f"the embedded {name} are {size}x{size}: --image-size applies to --data folders only")
-        split = embedded.load_split(name)
-        class_names = tuple(split.class_names)
-        train = split.train_indices
-        labels = split.labels[train]
-        for c, class_name in enumerate(class_names):
-            members = train[labels == c]  # ascending load_digits indices
-            if len(members) < ipc:
-                raise _short_class(class_name, len(members), ipc, f"the {name}' train split")
-            picks = [int(members[i]) for i in choose(len(members), ipc, seed, c)]
-            chosen[class_name] = picks
-            for k, index in enumerate(picks):
-                pixels = to_uint8(split.pixels[index].astype(np.float32) / 8.0 - 1.0)
-                writes.append((Path(class_name) / f"{image_name(k)}.png", _png(pixels)))
-        source: dict[str, Any] = {"data": embedded.source(name, "train"),
-                                  "chosen_are": "load_digits indices (train split)"}
+        class_names, chosen, writes, source = _draw_embedded(data, ipc, seed, image_size)
     else:
-        root = Path(data).expanduser()
-        try:
-            dirs = _class_dirs(root)
-            class_names = tuple(d.name for d in dirs)
-            check_class_names(class_names)
-            for c, folder in enumerate(dirs):
-                files = _class_files(root, folder)
-                if len(files) < ipc:
-                    raise _short_class(folder.name, len(files), ipc, str(root))
-                picks = [files[i] for i in choose(len(files), ipc, seed, c)]
-                chosen[folder.name] = [p.relative_to(root).as_posix() for p in picks]
-                for k, path in enumerate(picks):
-                    writes.append((Path(folder.name) / f"{image_name(k)}.png", _png(_read_for_copy(path, image_size))))
-        except (DataError, StoreError) as error:
-            raise SampleRealError(str(error)) from None
-        source = {"data": str(root), "chosen_are": "paths relative to the data folder"}
-
+        class_names, chosen, writes, source = _draw_from_folder(Path(data).expanduser(), ipc, seed, image_size)
     _prepare_out(out, class_names, overwrite)
     for relative, png in writes:
         atomic_write_bytes(out / relative, png)
+    atomic_write_json(out / MANIFEST, _manifest(ipc, seed, image_size, class_names, source, chosen))
+    return SampleRealResult(out=out, manifest_path=out / MANIFEST, class_names=class_names, ipc=int(ipc),
+                            seed=int(seed), chosen=chosen)
+
+
+# (class names, chosen per class, (relative PNG path, PNG bytes) to write, the source record)
+Draw = tuple[tuple[str, ...], dict[str, list[Any]], list[tuple[Path, bytes]], dict[str, Any]]
+
+
+def _draw_embedded(data: str | os.PathLike[str] | None, ipc: int, seed: int, image_size: int | None) -> Draw:
+    """The draw from an embedded data set's train split (None: the default one)."""
+    from dmgd.data import embedded
+    from dmgd.data.digits import to_uint8
+
+    name = str(data) if data is not None else embedded.DEFAULT_DATA
+    size = embedded.image_shape(name)[1]
+    if image_size not in (None, size):
+        raise SampleRealError(f"the embedded {name} are {size}x{size}: --image-size applies to --data folders only")
+    split = embedded.load_split(name)
+    class_names = tuple(split.class_names)
+    train = split.train_indices
+    labels = split.labels[train]
+    chosen: dict[str, list[Any]] = {}
+    writes: list[tuple[Path, bytes]] = []
+    for c, class_name in enumerate(class_names):
+        members = train[labels == c]  # ascending load_digits indices
+        if len(members) < ipc:
+            raise _short_class(class_name, len(members), ipc, f"the {name}' train split")
+        picks = [int(members[i]) for i in choose(len(members), ipc, seed, c)]
+        chosen[class_name] = picks
+        for k, index in enumerate(picks):
+            pixels = to_uint8(split.pixels[index].astype(np.float32) / 8.0 - 1.0)
+            writes.append((Path(class_name) / f"{image_name(k)}.png", _png(pixels)))
+    source = {"data": embedded.source(name, "train"), "chosen_are": "load_digits indices (train split)"}
+    return class_names, chosen, writes, source
+
+
+def _draw_from_folder(root: Path, ipc: int, seed: int, image_size: int | None) -> Draw:
+    """The draw from an ImageFolder (every image read before anything is written)."""
+    from dmgd.data.images import DataError, _class_dirs, _class_files
+
+    chosen: dict[str, list[Any]] = {}
+    writes: list[tuple[Path, bytes]] = []
+    try:
+        dirs = _class_dirs(root)
+        class_names = tuple(d.name for d in dirs)
+        check_class_names(class_names)
+        for c, folder in enumerate(dirs):
+            files = _class_files(root, folder)
+            if len(files) < ipc:
+                raise _short_class(folder.name, len(files), ipc, str(root))
+            picks = [files[i] for i in choose(len(files), ipc, seed, c)]
+            chosen[folder.name] = [p.relative_to(root).as_posix() for p in picks]
+            for k, path in enumerate(picks):
+                writes.append((Path(folder.name) / f"{image_name(k)}.png", _png(_read_for_copy(path, image_size))))
+    except (DataError, StoreError) as error:
+        raise SampleRealError(str(error)) from None
+    return class_names, chosen, writes, {"data": str(root), "chosen_are": "paths relative to the data folder"}
+
+
+def _manifest(ipc: int, seed: int, image_size: int | None, class_names: tuple[str, ...], source: dict[str, Any],
+              chosen: dict[str, list[Any]]) -> dict[str, Any]:
     from dmgd.data.manifest import package_versions
 
-    manifest = {
+    return {
         "format": FORMAT,
         "kind": "random-real baseline: real training images drawn at random, not distilled",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -181,9 +202,6 @@ def sample_real(out: str | os.PathLike[str], ipc: int, seed: int = 0, *, data: s
         "status": "complete",
         "versions": package_versions(),
     }
-    atomic_write_json(out / MANIFEST, manifest)
-    return SampleRealResult(out=out, manifest_path=out / MANIFEST, class_names=class_names, ipc=int(ipc),
-                            seed=int(seed), chosen=chosen)
 
 
 def _read_for_copy(path: Path, image_size: int | None) -> np.ndarray:

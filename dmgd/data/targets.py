@@ -360,21 +360,68 @@ def build_targets(
     gather: Callable[[Any], list[Any]] | None = None,
     write_cache: bool = True,
 ) -> dict[int, ClassTargets]:
-    """{K: ClassTargets} for every K in `ks`, for every class of `real` (row c = class c).
+    """{K: ClassTargets} for every K in `ks`, for every class of `real` (row c = class c):
+    from the cache when its key matches, else the real images encoded once and each class's
+    k-means, then cached. DataError when a class has fewer images than K.
 
-    Reads each K's targets from the cache when its key matches, else encodes the real
-    images once and runs the per-class k-means, then writes the cache. Raises DataError
-    when a class has fewer images than K.
-
-    Sharded (every rank calls it, collectively): `classes` are the classes this process
-    builds, `gather(obj)` returns every process's `obj` in rank order
-    (`dmgd.distributed.Context.all_gather`). The result is the full targets on every rank.
-    With `classes` and no `gather`, only those rows are filled (the others are zero) and
-    nothing is cached. `write_cache=False`: read the cache, never write it.
+    Sharded (every rank calls it): `classes` are this process's, `gather(obj)` returns every
+    process's `obj` in rank order (`Context.all_gather`); every rank gets the full targets.
+    With `classes` and no `gather`, only those rows are filled and nothing is cached.
+    `write_cache=False`: read the cache, never write it.
     """
-    import torch
-
     wanted = sorted({int(k) for k in ks})
+    _check_k_fits(real, wanted)
+    cdir = None if not use_cache else Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    C = real.num_classes
+    mine = _my_classes(classes, C)
+    base = _base_key(backbone, real)
+    feat = int(np.prod(backbone.latent_shape))
+    labels = real.labels.numpy()
+    encoded: list[Any] = []  # the real latents, encoded at most once: [(latents, seconds)]
+    out: dict[int, ClassTargets] = {}
+    for k in wanted:
+        key = {**base, "kind": "targets", "k": k, "seed": int(seed), "n_init": int(n_init)}
+        path = _key_path(cdir, "targets", key) if cdir is not None else None
+        cached = _cached_targets(path, key, C, k, feat)
+        # Sharded: the ranks agree on hit or miss (their caches may differ), so that all
+        # of them take part in the same exchanges.
+        if cached is not None and (gather is None or all(gather(True))):
+            out[k] = cached
+            continue
+        if cached is None and gather is not None:
+            gather(False)
+        STATS["miss"] += 1
+        this_encode = 0.0
+        if cached is not None:  # a rank with a hit serves its classes from it
+            rows = {c: (cached.points[c].numpy(), cached.masses[c].numpy(), cached.kmeans_seconds[c]) for c in mine}
+        else:
+            if not encoded:
+                need = np.flatnonzero(np.isin(labels, mine)) if len(mine) < C else None
+                encoded.append(_latents(backbone, real, cdir, batch_size, need))
+                this_encode = encoded[0][1]
+            rows = _kmeans_rows(encoded[0][0].numpy(), labels, mine, k, seed, n_init)
+        if gather is not None:
+            for part in gather(rows):
+                rows.update(part)
+        out[k] = _assembled(rows, real, k, feat, key, path, this_encode, write_cache)
+    return out
+
+
+def _my_classes(classes: Iterable[int] | None, C: int) -> list[int]:
+    mine = list(range(C)) if classes is None else sorted({int(c) for c in classes})
+    if any(not 0 <= c < C for c in mine):
+        raise ValueError(f"classes must lie in 0..{C - 1}, not {mine}")
+    return mine
+
+
+def _kmeans_rows(z: np.ndarray, labels: np.ndarray, mine: list[int], k: int, seed: int,
+                 n_init: int) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
+    """Each of `mine`'s k-means (centroids, masses, seconds) on its rows of the latents z."""
+    return {c: kmeans_class(z[labels == c], k, class_seed(seed, c), n_init) for c in mine}
+
+
+def _check_k_fits(real: RealImages, wanted: list[int]) -> None:
+    """DataError when a class has fewer images than a K asks for."""
     if any(k < 1 for k in wanted):
         raise ValueError(f"K must be at least 1, not {wanted}")
     sizes = real.class_counts()
@@ -388,79 +435,48 @@ def build_targets(
                 f"guidance), or add images to the class"
                 + (f" ({len(small)} classes are too small)." if len(small) > 1 else ".")
             )
-    cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    if not use_cache:
-        cdir = None
-    base = _base_key(backbone, real)
-    feat = int(np.prod(backbone.latent_shape))
+
+
+def _cached_targets(path: Path | None, key: dict[str, Any], C: int, k: int, feat: int) -> ClassTargets | None:
+    """The cache's targets for `key` when the file holds them whole, else None (logged)."""
+    hit = _load(path, key) if path is not None else None
+    if hit is None:
+        return None
+    tensors, extra = hit
+    why = _valid_targets(tensors, extra, C, k, feat)
+    if why is not None:
+        log.warning("targets cache %s holds %s; rebuilding", path, why)
+        STATS["rebuilt"] += 1
+        return None
+    STATS["hit"] += 1
+    return ClassTargets(
+        k=k, points=tensors["points"], masses=tensors["masses"],
+        class_sizes=tuple(int(n) for n in extra["class_sizes"]),
+        kmeans_seconds=tuple(float(s) for s in extra["kmeans_seconds"]),
+        encode_seconds=0.0, from_cache=True, cache_path=str(path), key=key,
+    )
+
+
+def _assembled(rows: dict[int, tuple[np.ndarray, np.ndarray, float]], real: RealImages, k: int, feat: int,
+               key: dict[str, Any], path: Path | None, encode_seconds: float, write_cache: bool) -> ClassTargets:
+    """The classes' rows as one ClassTargets (missing rows zero); cached when complete."""
+    import torch
+
     C = real.num_classes
-    mine = list(range(C)) if classes is None else sorted({int(c) for c in classes})
-    if any(not 0 <= c < C for c in mine):
-        raise ValueError(f"classes must lie in 0..{C - 1}, not {mine}")
-    partial = len(mine) < C
-    labels = real.labels.numpy()
-    out: dict[int, ClassTargets] = {}
-    latents: torch.Tensor | None = None
-    encode_seconds = 0.0
-    for k in wanted:
-        key = {**base, "kind": "targets", "k": k, "seed": int(seed), "n_init": int(n_init)}
-        path = _key_path(cdir, "targets", key) if cdir is not None else None
-        cached: ClassTargets | None = None
-        if path is not None:
-            hit = _load(path, key)
-            if hit is not None:
-                tensors, extra = hit
-                why = _valid_targets(tensors, extra, C, k, feat)
-                if why is None:
-                    STATS["hit"] += 1
-                    cached = ClassTargets(
-                        k=k, points=tensors["points"], masses=tensors["masses"],
-                        class_sizes=tuple(int(n) for n in extra["class_sizes"]),
-                        kmeans_seconds=tuple(float(s) for s in extra["kmeans_seconds"]),
-                        encode_seconds=0.0, from_cache=True, cache_path=str(path), key=key,
-                    )
-                else:
-                    log.warning("targets cache %s holds %s; rebuilding", path, why)
-                    STATS["rebuilt"] += 1
-        # Sharded: the ranks agree on hit or miss (their caches may differ), so that all
-        # of them take part in the same exchanges.
-        if cached is not None and (gather is None or all(gather(True))):
-            out[k] = cached
-            continue
-        if cached is None and gather is not None:
-            gather(False)
-        STATS["miss"] += 1
-        rows: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
-        this_encode = 0.0
-        if cached is not None:  # a rank with a hit serves its classes from it
-            for c in mine:
-                rows[c] = (cached.points[c].numpy(), cached.masses[c].numpy(), cached.kmeans_seconds[c])
-        else:
-            if latents is None:
-                need = np.flatnonzero(np.isin(labels, mine)) if partial else None
-                latents, encode_seconds = _latents(backbone, real, cdir, batch_size, need)
-                this_encode = encode_seconds
-            z = latents.numpy()
-            for c in mine:
-                rows[c] = kmeans_class(z[labels == c], k, class_seed(seed, c), n_init)
-        if gather is not None:
-            for part in gather(rows):
-                rows.update(part)
-        points = np.zeros((C, k, feat), dtype=np.float32)
-        masses = np.zeros((C, k), dtype=np.float32)
-        seconds = [0.0] * C
-        for c, (cen, m, s) in rows.items():
-            points[c], masses[c], seconds[c] = cen, m, float(s)
-        complete = len(rows) == C
-        t = ClassTargets(
-            k=k, points=torch.from_numpy(points), masses=torch.from_numpy(masses),
-            class_sizes=tuple(int(n) for n in sizes), kmeans_seconds=tuple(seconds),
-            encode_seconds=this_encode, from_cache=False,
-            cache_path=str(path) if path is not None and complete else None, key=key,
-        )
-        if path is not None and complete and write_cache:
-            _save(path, {"points": t.points, "masses": t.masses}, key,
-                  {"kmeans_seconds": list(seconds), "class_sizes": list(t.class_sizes),
-                   "encode_seconds": this_encode})
-        out[k] = t
-    return out
+    points = np.zeros((C, k, feat), dtype=np.float32)
+    masses = np.zeros((C, k), dtype=np.float32)
+    seconds = [0.0] * C
+    for c, (cen, m, s) in rows.items():
+        points[c], masses[c], seconds[c] = cen, m, float(s)
+    complete = len(rows) == C
+    t = ClassTargets(
+        k=k, points=torch.from_numpy(points), masses=torch.from_numpy(masses),
+        class_sizes=tuple(int(n) for n in real.class_counts()), kmeans_seconds=tuple(seconds),
+        encode_seconds=encode_seconds, from_cache=False,
+        cache_path=str(path) if path is not None and complete else None, key=key,
+    )
+    if path is not None and complete and write_cache:
+        _save(path, {"points": t.points, "masses": t.masses}, key,
+              {"kmeans_seconds": list(seconds), "class_sizes": list(t.class_sizes),
+               "encode_seconds": encode_seconds})
+    return t
