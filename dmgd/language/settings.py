@@ -39,8 +39,10 @@ SETTING_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("ipc", "int", 10, "images per class", low=1, high=100000, rampable=False),
     ParamSpec("seed", "int", 0, "every random draw derives from it, per class and per sample index",
               low=0, high=2**63 - 1, rampable=False),
-    ParamSpec("model", "str", None, "a local directory or a cached hub id of a diffusers DiT (default: embedded digits DiT)"),
-    ParamSpec("data", "str", None, "an ImageFolder directory of real images (default: embedded digits train split)"),
+    ParamSpec("model", "str", None, "a local directory or a cached hub id of a diffusers DiT, or an embedded "
+              "model: digits (the default) or corners"),
+    ParamSpec("data", "str", None, "an ImageFolder directory of real images, or an embedded data set (digits, "
+              "corners); default: the model's own (the embedded model's train split)"),
     ParamSpec("matching", "choice", "greedy", "greedy: sample i is guided with its class's samples < i, finished and frozen; "
               "joint: a class's samples are sampled together, each guided by the others' current estimates",
               choices=("greedy", "joint")),
