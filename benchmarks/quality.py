@@ -341,23 +341,29 @@ def transfer_gains(results: list[dict], a: argparse.Namespace) -> list[dict]:
         return {(r.get("gen", 0), r["seed"]): r["acc"] for r in results
                 if r["set"] == name and r["ipc"] == 10 and r["config"]["epochs"] == e}
 
-    def gain(guided: str, plain: str) -> dict | None:
+    def gain(guided: str, plain: str, on: list) -> dict | None:
         g, p = accs(guided), accs(plain)
-        if not all(k in g and k in p for k in pairs):
+        if len(on) < 2:
             return None
-        x, y = stats([g[k] for k in pairs]), stats([p[k] for k in pairs])
-        return {"guided": x["mean"], "plain": y["mean"], "gain": x["mean"] - y["mean"],
-                "se": math.sqrt(x["se"] ** 2 + y["se"] ** 2), "n": len(pairs)}
+        x, y = stats([g[k] for k in on]), stats([p[k] for k in on])
+        return {"guided_acc": x["mean"], "plain_acc": y["mean"], "gain": x["mean"] - y["mean"],
+                "se": math.sqrt(x["se"] ** 2 + y["se"] ** 2), "n": len(on), "pairs": on}
 
-    ref = gain("digits", "digits-baseline")
+    def have(*names: str) -> list:  # the (generation, classifier seed) pairs every set has (a cut run: fewer)
+        return [k for k in pairs if all(k in accs(n) for n in names)]
+
+    main = ("digits", "digits-baseline")
+    ref = gain(*main, have(*main))
     rows = [{"run": "ddpm50", "guided": "digits", **ref, "ratio": 1.0}] if ref else []
     for sampler, steps in TRANSFER_RUNS:
         for guided in ("digits", "digits-total"):
-            g = gain(f"{guided}@{sampler}{steps}", f"digits-baseline@{sampler}{steps}")
-            if g:
-                rows.append({"run": f"{sampler}{steps}", "guided": guided, **g,
-                             "ratio": g["gain"] / ref["gain"] if ref and ref["gain"] else math.nan,
-                             "keeps_90": bool(ref and ref["gain"] > 0 and g["gain"] >= 0.9 * ref["gain"])})
+            names = (f"{guided}@{sampler}{steps}", f"digits-baseline@{sampler}{steps}")
+            on = have(*names, *main)
+            g, r = gain(*names, on), gain(*main, on)  # the reference gain on the SAME pairs
+            if g and r:
+                rows.append({"run": f"{sampler}{steps}", "guided": guided, **g, "ref_gain": r["gain"],
+                             "ratio": g["gain"] / r["gain"] if r["gain"] else math.nan,
+                             "keeps_90": bool(r["gain"] > 0 and g["gain"] >= 0.9 * r["gain"])})
     return rows
 
 
@@ -366,14 +372,15 @@ def transfer_table(summary: dict, figures: dict, transfer: list[dict], a: argpar
     lines = [f"Transfer (IPC 10, {full_epochs(10) if not a.epochs else a.epochs} epochs): generation seeds "
              f"{a.transfer_gen_seeds} x {a.transfer_seeds} classifier seeds each (n = {len(pairs)}); the "
              "ddpm-50 row (the recipes' own sampler and steps) reads the SAME (generation, classifier "
-             "seed) pairs of the main IPC-10 sets. gain = guided minus digits-baseline.dmgd at the same "
+             "seed) pairs of the main IPC-10 sets (n: the pairs every set of the row has, fewer in a run cut short). gain = guided minus digits-baseline.dmgd at the same "
              "sampler and steps (2 SE of the difference); ratio = gain / the ddpm-50 gain; goal: >= 0.90.", "",
-             "| run | guided | guided % | plain % | gain | 2 SE | ratio | keeps >= 90% |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| run | guided | n | guided % | plain % | gain | 2 SE | ddpm-50 gain, same pairs | ratio | keeps >= 90% |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for t in transfer:
         keeps = "-" if t["run"] == "ddpm50" else ("yes" if t["keeps_90"] else "no")
-        lines.append(f"| {t['run']} | {LABELS[t['guided']]} | {t['guided']:.1f} | {t['plain']:.1f} | "
-                     f"{t['gain']:+.2f} | {2 * t['se']:.2f} | {t['ratio']:.2f} | {keeps} |")
+        lines.append(f"| {t['run']} | {LABELS[t['guided']]} | {t['n']} | {t['guided_acc']:.1f} | {t['plain_acc']:.1f} | "
+                     f"{t['gain']:+.2f} | {2 * t['se']:.2f} | {t.get('ref_gain', t['gain']):+.2f} | "
+                     f"{t['ratio']:.2f} | {keeps} |")
     lines += ["", "Transfer sets (IPC 10): accuracy mean +- std (SE, n); set figures of generation seed 0 "
               "(logreg / 1-NN / OT / div as above).", "",
               "| set | ConvNet-6 | logreg / 1-NN / OT / div |", "| --- | --- | --- |"]
@@ -479,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = [(ipc, name) for ipc in sorted(a.ipcs, reverse=True) for name in order if name in names]
     pairs = [(ipc, name, g, seed) for ipc, name in plan for g, seed in trainings(ipc, a, name)]
     if a.transfer:  # pair-major: a run cut short has every transfer set at a smaller n
-        pairs += [(10, name, g, seed) for g, seed in trainings(10, a, "x@y") for name in TRANSFER]
+        per_gen = a.transfer_seeds  # and the first classifier of every generation before the second
+        order_t = sorted(enumerate(trainings(10, a, "x@y")), key=lambda t: (t[0] % per_gen, t[0]))
+        pairs += [(10, name, g, seed) for _, (g, seed) in order_t for name in TRANSFER]
     for ipc, name, g, seed in pairs:
         d, e = where(name, ipc, g), a.epochs or full_epochs(ipc)
         if finished(d) and (name, ipc, g, seed, e) not in done:
