@@ -2,7 +2,8 @@
 
     python benchmarks/quality.py [--out DIR] [--ipcs 1 10 50] [--gen-seeds 0 1 2] [--seeds 2]
                                  [--ipc50-gen-seeds 0] [--ipc50-seeds 5] [--epochs N] [--jobs 2]
-                                 [--quick] [--only NAME ...]
+                                 [--quick] [--only NAME ...] [--transfer [--transfer-gen-seeds 0 1]
+                                 [--transfer-seeds 2]]
 
 On the embedded default (the tiny DiT on scikit-learn's digits), for every IPC: random
 real (`dmgd sample-real`), baseline.dmgd, sm-only.dmgd, dm-only.dmgd, dmgd.dmgd, mean.dmgd,
@@ -39,6 +40,15 @@ order). `--check-prefix` verifies it (IPC 3 vs IPC 2, same seed: same bytes). mg
 the exception (mode guidance uses K = ipc modes): one run per IPC. Random real: one
 `sample-real` draw per IPC and generation seed (numpy's choice without replacement is not
 prefix-stable).
+
+Transfer (--transfer, issue 15): at IPC 10, digits-baseline.dmgd, digits.dmgd and
+digits.dmgd with the setting `push = "total"` are also run under ddim and dpm at 25 steps
+(`dmgd.run(..., steps=25, sampler=...)`; sets named "<recipe>@<sampler><steps>"), with
+--transfer-gen-seeds x --transfer-seeds trainings; the report gives each guided set's gain
+over the plain sampler at the same sampler and steps and its ratio to the gain at ddpm 50
+(the main IPC-10 sets, on the same (generation, classifier seed) pairs). An IPC-10 run of a
+greedy recipe already in --out serves as the IPC-10 (and IPC-1) set of its generation seed
+instead of the max-IPC run's prefix (the same images, by the prefix property).
 
 Everything is cached under --out (default ~/.cache/dmgd/bench/quality): sets, and one
 JSON line per finished training in results.jsonl, so a rerun (or an interrupted run)
