@@ -2,7 +2,8 @@
 
     python benchmarks/quality.py [--out DIR] [--ipcs 1 10 50] [--gen-seeds 0 1 2] [--seeds 2]
                                  [--ipc50-gen-seeds 0] [--ipc50-seeds 5] [--epochs N] [--jobs 2]
-                                 [--quick] [--only NAME ...]
+                                 [--quick] [--only NAME ...] [--transfer [--transfer-gen-seeds 0 1]
+                                 [--transfer-seeds 2]]
 
 On the embedded default (the tiny DiT on scikit-learn's digits), for every IPC: random
 real (`dmgd sample-real`), baseline.dmgd, sm-only.dmgd, dm-only.dmgd, dmgd.dmgd, mean.dmgd,
@@ -40,6 +41,15 @@ the exception (mode guidance uses K = ipc modes): one run per IPC. Random real: 
 `sample-real` draw per IPC and generation seed (numpy's choice without replacement is not
 prefix-stable).
 
+Transfer (--transfer, issue 15): at IPC 10, digits-baseline.dmgd, digits.dmgd and
+digits.dmgd with the setting `push = "total"` are also run under ddim and dpm at 25 steps
+(`dmgd.run(..., steps=25, sampler=...)`; sets named "<recipe>@<sampler><steps>"), with
+--transfer-gen-seeds x --transfer-seeds trainings; the report gives each guided set's gain
+over the plain sampler at the same sampler and steps and its ratio to the gain at ddpm 50
+(the main IPC-10 sets, on the same (generation, classifier seed) pairs). An IPC-10 run of a
+greedy recipe already in --out serves as the IPC-10 (and IPC-1) set of its generation seed
+instead of the max-IPC run's prefix (the same images, by the prefix property).
+
 Everything is cached under --out (default ~/.cache/dmgd/bench/quality): sets, and one
 JSON line per finished training in results.jsonl, so a rerun (or an interrupted run)
 only does what is missing. Writes docs/benchmarks/quality.json, docs/benchmarks/quality.md
@@ -61,10 +71,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("baseline", "sm-only", "dm-only", "dmgd", "mean", "mgd3", "digits-baseline", "digits")
 SETS = ("real",) + RECIPES
 PER_IPC = ("real", "mgd3")  # sets generated once per IPC (no prefix property)
-LABELS = {"real": "random real", **{n: f"{n}.dmgd" for n in RECIPES}}
+# Transfer (issue 15): the retargeted recipe and the plain sampler at its CFG under other
+# samplers / step counts, and digits.dmgd with `push = "total"` (same total OT push at any
+# sampler and step count). Set names "<base>@<sampler><steps>", generated at IPC 10 only.
+VARIANTS = {"digits-total": ("digits", {"push": "total"})}  # name -> (recipe file, settings)
+TRANSFER_BASES = ("digits-baseline", "digits", "digits-total")
+TRANSFER_RUNS = (("ddim", 25), ("dpm", 25))
+TRANSFER = tuple(f"{b}@{s}{n}" for s, n in TRANSFER_RUNS for b in TRANSFER_BASES)
+LABELS = {"real": "random real", **{n: f"{n}.dmgd" for n in RECIPES},
+          "digits-total": 'digits.dmgd + push = "total"'}
+LABELS.update({t: f"{LABELS[t.split('@')[0]]} @ {t.split('@')[1]}" for t in TRANSFER})
 # The issue's comparisons: (better?, than), at IPC 10 and 50.
 COMPARISONS = (("dmgd", "baseline"), ("digits", "baseline"), ("digits", "digits-baseline"),
-               ("dm-only", "mean"))
+               ("dm-only", "mean"), ("digits", "real"))
 DOCS = ROOT / "docs" / "benchmarks"
 
 
@@ -77,6 +96,9 @@ def set_dir(out: Path, name: str, ipc: int, gen: int, max_ipc: int) -> Path:
     prefix of the max-IPC run (generation seed 0) or of the IPC-10 run (other seeds)."""
     if name == "real":
         return out / "sets" / f"real-ipc{ipc}-seed{gen}"
+    own = out / "sets" / f"{name}-ipc10-gen{gen}"
+    if ipc <= 10 and name not in PER_IPC and finished(own):
+        return own  # an IPC-10 run made earlier: by the prefix property the same images
     return out / "sets" / f"{name}-ipc{generated_ipc(name, ipc, gen, max_ipc)}-gen{gen}"
 
 
@@ -85,6 +107,8 @@ def generated_ipc(name: str, ipc: int, gen: int, max_ipc: int) -> int:
     run, other seeds at IPC <= 10 an IPC-10 run (cheaper); mgd3 and real are drawn per IPC."""
     if name in PER_IPC:
         return ipc
+    if "@" in name:  # transfer sets: IPC 10 runs only
+        return 10
     return max_ipc if gen == 0 or ipc > 10 else min(max_ipc, 10)
 
 
@@ -139,7 +163,13 @@ def generate_one(w: tuple[str, int, int, Path]) -> tuple[str, float, str | None]
         if name == "real":
             sample_real(d, ipc, seed=gen, overwrite=True)
         else:
-            dmgd.run(ROOT / "recipes" / f"{name}.dmgd", d, ipc=ipc, seed=gen, overwrite=True)
+            base, _, run = name.partition("@")
+            recipe, settings = VARIANTS.get(base, (base, {}))
+            kw = {}
+            if run:
+                sampler = run.rstrip("0123456789")
+                kw = {"sampler": sampler, "steps": int(run[len(sampler):])}
+            dmgd.run(ROOT / "recipes" / f"{recipe}.dmgd", d, ipc=ipc, seed=gen, overwrite=True, **kw, **settings)
     except Exception as error:  # noqa: BLE001 - a failed recipe is a result, not a crash
         return d.name, 0.0, f"{type(error).__name__}: {error}"
     return d.name, time.perf_counter() - tic, None
@@ -228,8 +258,11 @@ def train_job(job: tuple[str, int, int, int, str, int | None]) -> dict:
             "seconds": time.perf_counter() - tic, "config": r.config.to_dict(), "dir": d}
 
 
-def trainings(ipc: int, a: argparse.Namespace) -> list[tuple[int, int]]:
+def trainings(ipc: int, a: argparse.Namespace, name: str = "") -> list[tuple[int, int]]:
     """(generation seed, classifier seed) pairs trained per set at this IPC."""
+    if "@" in name:
+        return [(g, i * a.transfer_seeds + k) for i, g in enumerate(a.transfer_gen_seeds)
+                for k in range(a.transfer_seeds)]
     if ipc >= 50:
         return [(g, i * a.ipc50_seeds + k) for i, g in enumerate(a.ipc50_gen_seeds) for k in range(a.ipc50_seeds)]
     return [(g, i * a.seeds + k) for i, g in enumerate(a.gen_seeds) for k in range(a.seeds)]
@@ -306,6 +339,70 @@ def table(summary: dict, figures: dict, compared: list[dict], ipcs: list[int], a
     return "\n".join(lines) + "\n"
 
 
+def transfer_gains(results: list[dict], a: argparse.Namespace) -> list[dict]:
+    """Gain = guided minus plain (digits-baseline) at the same sampler and steps, IPC 10, over the
+    transfer trainings (generation x classifier seeds); the reference gain (ddpm, 50 steps, the
+    recipes' own) on the SAME (generation, classifier seed) pairs of the main IPC-10 sets; the
+    ratio = gain / reference gain."""
+    e = a.epochs or full_epochs(10)
+    pairs = trainings(10, a, "x@y")
+
+    def accs(name: str) -> dict:
+        return {(r.get("gen", 0), r["seed"]): r["acc"] for r in results
+                if r["set"] == name and r["ipc"] == 10 and r["config"]["epochs"] == e}
+
+    def gain(guided: str, plain: str, on: list) -> dict | None:
+        g, p = accs(guided), accs(plain)
+        if len(on) < 2:
+            return None
+        x, y = stats([g[k] for k in on]), stats([p[k] for k in on])
+        return {"guided_acc": x["mean"], "plain_acc": y["mean"], "gain": x["mean"] - y["mean"],
+                "se": math.sqrt(x["se"] ** 2 + y["se"] ** 2), "n": len(on), "pairs": on}
+
+    def have(*names: str) -> list:  # the (generation, classifier seed) pairs every set has (a cut run: fewer)
+        return [k for k in pairs if all(k in accs(n) for n in names)]
+
+    main = ("digits", "digits-baseline")
+    ref = gain(*main, have(*main))
+    rows = [{"run": "ddpm50", "guided": "digits", **ref, "ratio": 1.0}] if ref else []
+    for sampler, steps in TRANSFER_RUNS:
+        for guided in ("digits", "digits-total"):
+            names = (f"{guided}@{sampler}{steps}", f"digits-baseline@{sampler}{steps}")
+            on = have(*names, *main)
+            g, r = gain(*names, on), gain(*main, on)  # the reference gain on the SAME pairs
+            if g and r:
+                rows.append({"run": f"{sampler}{steps}", "guided": guided, **g, "ref_gain": r["gain"],
+                             "ratio": g["gain"] / r["gain"] if r["gain"] else math.nan,
+                             "keeps_90": bool(r["gain"] > 0 and g["gain"] >= 0.9 * r["gain"])})
+    return rows
+
+
+def transfer_table(summary: dict, figures: dict, transfer: list[dict], a: argparse.Namespace) -> str:
+    pairs = trainings(10, a, "x@y")
+    lines = [f"Transfer (IPC 10, {full_epochs(10) if not a.epochs else a.epochs} epochs): generation seeds "
+             f"{a.transfer_gen_seeds} x {a.transfer_seeds} classifier seeds each (n = {len(pairs)}); the "
+             "ddpm-50 row (the recipes' own sampler and steps) reads the SAME (generation, classifier "
+             "seed) pairs of the main IPC-10 sets (n: the pairs every set of the row has, fewer in a run cut short). gain = guided minus digits-baseline.dmgd at the same "
+             "sampler and steps (2 SE of the difference); ratio = gain / the ddpm-50 gain; goal: >= 0.90.", "",
+             "| run | guided | n | guided % | plain % | gain | 2 SE | ddpm-50 gain, same pairs | ratio | keeps >= 90% |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for t in transfer:
+        keeps = "-" if t["run"] == "ddpm50" else ("yes" if t["keeps_90"] else "no")
+        lines.append(f"| {t['run']} | {LABELS[t['guided']]} | {t['n']} | {t['guided_acc']:.1f} | {t['plain_acc']:.1f} | "
+                     f"{t['gain']:+.2f} | {2 * t['se']:.2f} | {t.get('ref_gain', t['gain']):+.2f} | "
+                     f"{t['ratio']:.2f} | {keeps} |")
+    lines += ["", "Transfer sets (IPC 10): accuracy mean +- std (SE, n); set figures of generation seed 0 "
+              "(logreg / 1-NN / OT / div as above).", "",
+              "| set | ConvNet-6 | logreg / 1-NN / OT / div |", "| --- | --- | --- |"]
+    for name in TRANSFER:
+        s, f = summary.get(name, {}).get("10"), figures.get(name, {}).get("10")
+        lines.append(f"| {LABELS[name]} | "
+                     + (f"{s['mean']:.1f} +- {s['std']:.1f} ({s['se']:.1f}, n={s['n']})" if s else "-") + " | "
+                     + (f"{f['logreg']:.1f} / {f['knn1']:.1f} / {f['ot']:.3f} / {f['diversity']:.2f}" if f else "-")
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
 def chart(summary: dict, ipcs: list[int], path: Path) -> None:
     import matplotlib
 
@@ -346,6 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="parallel generations and trainings (one thread each)")
     p.add_argument("--only", nargs="+", choices=SETS, default=None,
                    help="sets to generate, measure and train (the report still shows every cached result)")
+    p.add_argument("--transfer", action="store_true",
+                   help="also the transfer sets at IPC 10: digits-baseline, digits and digits + push = total "
+                        "under ddim and dpm at 25 steps")
+    p.add_argument("--transfer-gen-seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--transfer-seeds", type=int, default=2, help="classifier seeds per generation, transfer sets")
     p.add_argument("--quick", action="store_true", help="IPC 1 and 2, generation seed 0, 2 seeds, 5 epochs")
     p.add_argument("--check-prefix", action="store_true")
     p.add_argument("--no-train", action="store_true", help="generate and compute the set figures only")
@@ -361,14 +463,19 @@ def main(argv: list[str] | None = None) -> int:
     names = tuple(a.only) if a.only else SETS
     failed: dict[str, str] = {}
     gen = generate(out, a.ipcs, a.gen_seeds, names, failed, a.jobs, a.ipc50_gen_seeds)
+    if a.transfer:
+        gen.update(generate(out, [10], a.transfer_gen_seeds, TRANSFER, failed, a.jobs))
     max_ipc = max(a.ipcs)
 
     def where(name: str, ipc: int, g: int) -> Path:
         return set_dir(out, name, ipc, g, max_ipc)
 
+    def ipcs_of(name: str) -> list[int]:
+        return [10] if "@" in name else a.ipcs
+
     figures: dict = {}
-    for name in SETS:
-        for ipc in a.ipcs:
+    for name in SETS + TRANSFER:
+        for ipc in ipcs_of(name):
             if not finished(where(name, ipc, 0)):
                 continue
             figures.setdefault(name, {})[str(ipc)] = set_figures(where(name, ipc, 0), ipc)
@@ -386,13 +493,16 @@ def main(argv: list[str] | None = None) -> int:
     # the issue's comparisons first, IPC 50 (the longest) before 10, then the rest; a run cut
     # short still answers the main questions; the tables say n.
     order = ("digits", "digits-baseline", "baseline", "dmgd", "dm-only", "mean", "real", "sm-only", "mgd3")
-    for ipc in sorted(a.ipcs, reverse=True):
-        for name in order:
-            for g, seed in trainings(ipc, a):
-                d = where(name, ipc, g)
-                e = a.epochs or full_epochs(ipc)
-                if name in names and finished(d) and (name, ipc, g, seed, e) not in done:
-                    jobs.append((name, ipc, g, seed, str(d), a.epochs))
+    plan = [(ipc, name) for ipc in sorted(a.ipcs, reverse=True) for name in order if name in names]
+    pairs = [(ipc, name, g, seed) for ipc, name in plan for g, seed in trainings(ipc, a, name)]
+    if a.transfer:  # pair-major: a run cut short has every transfer set at a smaller n
+        per_gen = a.transfer_seeds  # and the first classifier of every generation before the second
+        order_t = sorted(enumerate(trainings(10, a, "x@y")), key=lambda t: (t[0] % per_gen, t[0]))
+        pairs += [(10, name, g, seed) for _, (g, seed) in order_t for name in TRANSFER]
+    for ipc, name, g, seed in pairs:
+        d, e = where(name, ipc, g), a.epochs or full_epochs(ipc)
+        if finished(d) and (name, ipc, g, seed, e) not in done:
+            jobs.append((name, ipc, g, seed, str(d), a.epochs))
     if a.no_train:
         jobs = []
     print(f"{len(jobs)} trainings to run, {a.jobs} at a time", flush=True)
@@ -406,16 +516,19 @@ def main(argv: list[str] | None = None) -> int:
 
     results = load_results(results_path)
     summary: dict = {}
-    for name in SETS:
-        for ipc in a.ipcs:
+    for name in SETS + TRANSFER:
+        for ipc in ipcs_of(name):
             e = a.epochs or full_epochs(ipc)
-            want = set(trainings(ipc, a))
+            want = set(trainings(ipc, a, name))
             accs = [r["acc"] for r in results if r["set"] == name and r["ipc"] == ipc
                     and r["config"]["epochs"] == e and (r.get("gen", 0), r["seed"]) in want]
             if accs:
                 summary.setdefault(name, {})[str(ipc)] = stats(accs)
     compared = comparisons(summary, a.ipcs)
     text = table(summary, figures, compared, a.ipcs, a)
+    transfer = transfer_gains(results, a) if a.transfer else []
+    if transfer:
+        text += "\n" + transfer_table(summary, figures, transfer, a)
     print(text)
     a.docs.mkdir(parents=True, exist_ok=True)
     configs = {str(i): eval_config(i, 0, a.epochs).to_dict() for i in a.ipcs}
@@ -424,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     walls = earlier.get("wall_seconds_by_call", []) + [round(time.perf_counter() - started, 1)]
     (a.docs / "quality.json").write_text(json.dumps({
         "ipcs": a.ipcs, "gen_seeds": a.gen_seeds, "seeds_per_generation": a.seeds, "ipc50_seeds": a.ipc50_seeds, "ipc50_gen_seeds": a.ipc50_gen_seeds,
-        "eval_config_by_ipc": configs, "summary": summary, "comparisons": compared,
+        "eval_config_by_ipc": configs, "summary": summary, "comparisons": compared, "transfer": transfer,
         "figures": figures, "trainings": [r for r in results if key(r)[4] == (a.epochs or full_epochs(r["ipc"]))],
         "generation_seconds": gen, "generation_failed": failed,
         "wall_seconds_by_call": walls,
