@@ -27,7 +27,7 @@ import numpy as np
 from attrs import field, frozen
 
 from dmgd.data import digits
-from dmgd.data.digits import CLASS_NAMES, NUM_CLASSES, DigitsSplit, _frozen_array, to_uint8
+from dmgd.data.digits import CLASS_NAMES, NUM_CLASSES, DigitsSplit, _frozen_array, write_split_folder
 
 __all__ = [
     "CLASS_NAMES", "CORNER_NAMES", "CORNER_ORDER", "CORNER_SEED", "CornersSplit", "IMAGE_SHAPE", "NUM_CLASSES",
@@ -145,14 +145,4 @@ def share_difference(shares: np.ndarray, reference: np.ndarray) -> float:
 def write_image_folder(root: str | Path, split: str = "train") -> Path:
     """Write a split as an ImageFolder: `<root>/<class name>/<index>.png` (16x16 "L"),
     `<index>` the image's `load_digits()` index, zero-padded to 4 digits. Returns `root`."""
-    from PIL import Image
-
-    s = load_split()
-    root = Path(root)
-    images, labels = s.arrays(split)
-    pixels = to_uint8(images[:, 0])
-    for name in s.class_names:
-        (root / name).mkdir(parents=True, exist_ok=True)
-    for i, img, y in zip(s.indices(split), pixels, labels):
-        Image.fromarray(img).save(root / s.class_names[int(y)] / f"{int(i):04d}.png")
-    return root
+    return write_split_folder(load_split(), root, split)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from attrs import field, frozen
@@ -135,9 +135,14 @@ def write_image_folder(root: str | Path, split: str = "train") -> Path:
     `<index>` is the image's index in `load_digits()` (zero-padded to 4 digits so that
     sorted file order is index order). Each PNG is 8x8 grayscale ("L"). Returns `root`.
     """
+    return write_split_folder(load_split(), root, split)
+
+
+def write_split_folder(s: Any, root: str | Path, split: str) -> Path:
+    """An embedded split (`DigitsSplit`-like: arrays, indices, class_names) as an
+    ImageFolder of grayscale PNGs named by their `load_digits()` index."""
     from PIL import Image
 
-    s = load_split()
     root = Path(root)
     images, labels = s.arrays(split)
     pixels = to_uint8(images[:, 0])
