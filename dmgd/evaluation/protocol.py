@@ -22,12 +22,12 @@ from dmgd.device import pick_device
 from dmgd.evaluation.config import (DIGITS_EPOCH_DIVISOR, DIGITS_EVALUATIONS, HARNESS_EVALUATIONS,
                                     IMAGENET_MIN_SIZE, IMAGENET_SIZE, OPTIMIZER_DEFAULTS, EvalConfig, EvalError,
                                     Optimizer, Preset, Schedule, digits_epochs, harness_epochs, preset_for)
-from dmgd.evaluation.results import DistilledSet, EvalResult, Reporter, SeedResult
+from dmgd.evaluation.results import DistilledSet, EvalResult, EvalReporter, SeedResult
 
 __all__ = [
     "DIGITS_EPOCH_DIVISOR", "DIGITS_EVALUATIONS", "HARNESS_EVALUATIONS", "IMAGENET_MIN_SIZE", "IMAGENET_SIZE",
     "OPTIMIZER_DEFAULTS", "DistilledSet", "EvalConfig", "EvalError", "EvalResult", "Optimizer", "Preset",
-    "Reporter", "Schedule", "SeedResult", "digits_epochs", "evaluate", "harness_epochs", "pick_device",
+    "EvalReporter", "Schedule", "SeedResult", "digits_epochs", "evaluate", "harness_epochs", "pick_device",
     "preset_for",
     # loaded on first use (they import torch):
     "EMBEDDED_TEST", "EVAL_JSON", "MANIFEST", "check_classes", "derived_seed", "folder_list", "read_distilled",
@@ -58,7 +58,7 @@ def __getattr__(name: str) -> Any:
 
 
 def evaluate(out_dir: str | os.PathLike[str], real_dir: str | os.PathLike[str] | None = None,
-             config: EvalConfig | None = None, *, reporter: Reporter | None = None,
+             config: EvalConfig | None = None, *, reporter: EvalReporter | None = None,
              on_seed: Callable[[SeedResult], None] | None = None, write: bool = True,
              eval_json: str | os.PathLike[str] | None = None) -> EvalResult:
     """Evaluate the distilled set in `out_dir` on the real test set `real_dir` (None: an
@@ -73,7 +73,7 @@ def evaluate(out_dir: str | os.PathLike[str], real_dir: str | os.PathLike[str] |
     from dmgd.evaluation.training import run_seeds
 
     config = config or EvalConfig()
-    reporter = reporter or Reporter()
+    reporter = reporter or EvalReporter()
     started = time.perf_counter()
     device = pick_device(config.device)
     distilled, resolved = _read_set(out_dir, config)

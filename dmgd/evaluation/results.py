@@ -1,5 +1,5 @@
 """What an evaluation produces: one `SeedResult` per trained classifier, gathered in an
-`EvalResult` (with the `DistilledSet` it was trained on), and the `Reporter` of progress
+`EvalResult` (with the `DistilledSet` it was trained on), and the `EvalReporter` of progress
 events. Importing this module needs no torch."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class EvalResult:
         return population_std([s.best for s in self.seeds])
 
 
-class Reporter:
+class EvalReporter:
     """Progress events; the CLI draws them, scripts may ignore them."""
 
     def started(self, seeds: tuple[int, ...], epochs: int) -> None: ...

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from dmgd.evaluation import augment as A
 from dmgd.evaluation.config import EvalConfig
 from dmgd.evaluation.models import build_model
-from dmgd.evaluation.results import DistilledSet, Reporter, SeedResult
+from dmgd.evaluation.results import DistilledSet, EvalReporter, SeedResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from dmgd.data.images import RealImages
@@ -129,10 +129,10 @@ def train_epoch(model: Any, optimizer: Any, train_x: torch.Tensor, train_y: torc
 
 def train_one(seed: int, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
               test_y: torch.Tensor, num_classes: int, config: EvalConfig, device: str,
-              reporter: Reporter | None = None) -> SeedResult:
+              reporter: EvalReporter | None = None) -> SeedResult:
     """Train one classifier (config resolved) and test it; tensors already on `device`,
     the test images already normalised."""
-    reporter = reporter or Reporter()
+    reporter = reporter or EvalReporter()
     tic = time.perf_counter()
     model = build_model(config.model, num_classes, train_x.shape[1], config.image_size, seed=seed).to(device)
     optimizer = make_optimizer(model, config)
@@ -156,7 +156,7 @@ def train_one(seed: int, train_x: torch.Tensor, train_y: torch.Tensor, test_x: t
 
 
 def run_seeds(distilled: DistilledSet, real: RealImages, config: EvalConfig, device: str,
-              reporter: Reporter, on_seed: Callable[[SeedResult], None] | None = None) -> list[SeedResult]:
+              reporter: EvalReporter, on_seed: Callable[[SeedResult], None] | None = None) -> list[SeedResult]:
     """`train_one` for every seed of the (resolved) config, with deterministic kernels and
     torch's global generator state restored afterwards."""
     # labels follow the class NAMES: the distilled set's label c is the real set's index of its name
