@@ -257,9 +257,9 @@ def test_corners_dit_config_and_a_tiny_pretrain_with_its_card(tmp_path):
     from dmgd.pretrain import CORNERS_DIT_CONFIG, build_dit, evaluate_corners, pretrain
     from dmgd.sampling.backbones import load_backbone
 
-    assert CORNERS_DIT_CONFIG["sample_size"] == 16 and CORNERS_DIT_CONFIG["patch_size"] == 2
+    assert CORNERS_DIT_CONFIG["sample_size"] == 16 and CORNERS_DIT_CONFIG["patch_size"] == 4
     m = build_dit(0, CORNERS_DIT_CONFIG)
-    assert m.pos_embed.height * m.pos_embed.width == 64  # 64 tokens
+    assert m.pos_embed.height * m.pos_embed.width == 16  # 16 tokens, as many as the digits model
     out = tmp_path / "c"
     facts = pretrain(out, steps=2, batch_size=8, data="corners", progress=False, evaluate=False)
     assert facts["data"] == "corners" and facts["dit_config"]["sample_size"] == 16
