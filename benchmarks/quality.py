@@ -50,6 +50,10 @@ over the plain sampler at the same sampler and steps and its ratio to the gain a
 greedy recipe already in --out serves as the IPC-10 (and IPC-1) set of its generation seed
 instead of the max-IPC run's prefix (the same images, by the prefix property).
 
+The corners testbed (issue 16: the embedded corners model, whose per-class modes are known,
+and the corner shares of each set): `python benchmarks/quality.py --corners [its options]`
+runs benchmarks/corners.py (see its docstring).
+
 Everything is cached under --out (default ~/.cache/dmgd/bench/quality): sets, and one
 JSON line per finished training in results.jsonl, so a rerun (or an interrupted run)
 only does what is missing. Writes docs/benchmarks/quality.json, docs/benchmarks/quality.md
@@ -432,6 +436,12 @@ def chart(summary: dict, ipcs: list[int], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--corners"]:  # the corners testbed (issue 16): its own sets and measures
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import corners
+
+        return corners.main(argv[1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=default_out())
     p.add_argument("--ipcs", type=int, nargs="+", default=[1, 10, 50])
