@@ -551,6 +551,9 @@ def run_command(
                                          help="classes in a block: sampled together, the unit split across "
                                               "torchrun's ranks, part of the run's identity (default: the "
                                               "classes in max(2, C/64) equal blocks)"),
+    no_lock: bool = typer.Option(False, "--no-lock",
+                                 help="run without the lock on --out that stops a second run writing it "
+                                      "meanwhile: only where its file system cannot lock"),
 ) -> None:
     """Distil an image set: sample the frozen DiT under the recipe's guidance schedule.
 
@@ -567,7 +570,8 @@ def run_command(
     with _sigterm_as_interrupt():
         try:
             result = run(recipe, out, steps=steps, sampler=sampler, device=device, resume=resume,
-                         overwrite=overwrite, batch_size=batch, reporter=reporter, overrides=overrides)
+                         overwrite=overwrite, batch_size=batch, reporter=reporter, overrides=overrides,
+                         lock=not no_lock)
         except BaseException as err:
             reporter.close()
             raise typer.Exit(_run_failure(console, err, file, out, rank, world)) from None

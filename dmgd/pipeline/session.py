@@ -3,13 +3,17 @@ samples finish (rank 0 writes the manifest; every rank its own progress file).""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import logging
 import os
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from dmgd.pipeline.inputs import Model, Targets
 from dmgd.pipeline.request import RunRequest
+
+log = logging.getLogger("dmgd.run")
 
 
 def now() -> str:
@@ -39,6 +43,30 @@ def sharding_record(targets: Targets, ctx: Any) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def holding_out(request: RunRequest, ctx: Any) -> Iterator[None]:
+    """Rank 0 locks OUT for the whole job, before anything is loaded; a run that cannot
+    lock it (another run holds it, the file system cannot lock) stops on every rank."""
+    from dmgd.data.lock import OutLock
+    from dmgd.errors import option
+
+    held: list[OutLock] = []
+
+    def lock() -> None:
+        if request.lock:
+            held.append(OutLock.acquire(request.out))
+        else:
+            log.warning("running without a lock on %s (%s): nothing stops another run writing it meanwhile, "
+                        "and temporary files a killed run left there are kept", request.out, option("no_lock"))
+
+    ctx.on_main(lock)
+    try:
+        yield
+    finally:
+        for out_lock in held:
+            out_lock.release()
+
+
 class Session:
     """One start of a run on OUT: the store, the manifest (rank 0's, else empty), the
     session id, and how many samples were finished when it started."""
@@ -58,7 +86,7 @@ class Session:
 
         def open_on_main() -> tuple[str, int]:
             store = RunStore.open(request.out, targets.class_names, request.mode,
-                                  run_identity(request, model, targets))
+                                  run_identity(request, model, targets), sweep=request.lock)
             session, done = _first_manifest(store, request, model, targets, ctx, device, manifest)
             store.write_manifest(manifest)
             return session, done

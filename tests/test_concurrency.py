@@ -1,0 +1,328 @@
+"""Runs at the same time: one run per OUT (a lock the kernel holds), and a targets cache that
+concurrent runs share safely.
+
+Processes are held at chosen points by dmgd's test hooks (`DMGD_TEST_PAUSE_AFTER_WRITES`,
+`DMGD_TEST_PAUSE_BEFORE_REPLACE`): each paused process announces its pid on a FIFO and waits
+for the test's go. The test waits with select() on that FIFO and on the processes' pidfds,
+so nothing here depends on the machine's speed; the only timeout is a hang guard.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from dmgd.data.atomic import PAUSE_BEFORE_REPLACE_ENV, atomic_write_bytes, read_whole, temporary_name
+from dmgd.data.lock import LockUnsupported, OutInUse, OutLock, read_holder
+from dmgd.data.store import LOCK_NAME, PAUSE_ENV, is_temporary
+from dmgd.pipeline import run
+
+RECIPE = "t>=8: explore; 4..8: softlabel(bs=0.01, bn=0.06); 5..8: ot(K=3, rho=0.05..0.5)\nsteps = 10\n"
+IPC, STEPS = 2, 6  # the embedded digits model: 10 classes in 2 blocks, 20 samples, 40 sample files
+HANG_GUARD_SECONDS = 1800  # a guard against a hang, never what decides an outcome
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    """Every PNG and latent of a run, by path, byte for byte."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.suffix in (".png", ".safetensors")}
+
+
+def _state(out: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every entry under OUT (hidden ones too): (inode, mtime, bytes) of files, dirs as such."""
+    return {p.relative_to(out).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+            if p.is_file() else (0, 0, b"dir") for p in sorted(out.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def lone(tmp_path_factory) -> tuple[Path, Path]:
+    """A lone run's output, and the targets cache it filled from cold."""
+    root = tmp_path_factory.mktemp("lone")
+    out = run(RECIPE, root / "out", ipc=IPC, steps=STEPS, cache_dir=root / "cache").out
+    return out, root / "cache"
+
+
+@pytest.fixture()
+def recipe(tmp_path) -> Path:
+    path = tmp_path / "r.dmgd"
+    path.write_text(RECIPE)
+    return path
+
+
+def _command(recipe: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dmgd", "run", str(recipe), "--out", str(out), "--set", f"ipc={IPC}",
+            "--steps", str(STEPS), *extra]
+
+
+def _env(cache: Path, **hooks: str) -> dict[str, str]:
+    return {**os.environ, "NO_COLOR": "1", "COLUMNS": "300", "DMGD_CACHE_DIR": str(cache), **hooks}
+
+
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    """Wait for the process; its stderr. It must have succeeded."""
+    _, stderr = proc.communicate(timeout=HANG_GUARD_SECONDS)
+    assert proc.returncode == 0, stderr
+    return stderr
+
+
+def _run_cli(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+
+
+class Gate:
+    """The test's end of dmgd's pause hooks: paused processes announce their pid on the FIFO
+    `path`; `release(pid)` lets one go on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        os.mkfifo(path)
+        self.fd = os.open(path, os.O_RDWR)  # held open for reading and writing: never an EOF
+        self.buffer = b""
+
+    def wait(self, procs: list[subprocess.Popen]) -> list[int]:
+        """Block until every process in `procs` has paused; their pids. A process that
+        exits instead fails the test with its stderr."""
+        exits = {os.pidfd_open(proc.pid): proc for proc in procs}
+        paused: list[int] = []
+        try:
+            while len(paused) < len(procs):
+                ready, _, _ = select.select([self.fd, *exits], [], [], HANG_GUARD_SECONDS)
+                assert ready, "the runs neither paused nor exited"
+                if self.fd in ready:
+                    self.buffer += os.read(self.fd, 4096)
+                    *lines, self.buffer = self.buffer.split(b"\n")
+                    paused += [int(line) for line in lines]
+                    continue
+                proc = exits[ready[0]]
+                pytest.fail(f"pid {proc.pid} exited before pausing:\n{proc.communicate()[1]}")
+        finally:
+            for fd in exits:
+                os.close(fd)
+        assert sorted(paused) == sorted(proc.pid for proc in procs)
+        return paused
+
+    def release(self, pid: int) -> None:
+        with open(f"{self.path}-go.{pid}", "wb"):
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture()
+def gate(tmp_path):
+    g = Gate(tmp_path / "gate")
+    yield g
+    g.close()
+
+
+def _kill(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=HANG_GUARD_SECONDS)
+
+
+# --------------------------------------------------------------------------- one OUT, two runs
+
+
+def test_a_second_run_on_the_same_out_is_refused_naming_the_first_which_finishes_unharmed(
+        lone, recipe, gate, tmp_path):
+    """The first run is held with its first image's temporary file written and not yet
+    renamed (what the reported failure swept away). A second run, new, --resume or
+    --overwrite, stops at once naming the first, and leaves every file of OUT as it was."""
+    out = tmp_path / "out"
+    first = _start(_command(recipe, out), _env(tmp_path / "cache", **{
+        PAUSE_BEFORE_REPLACE_ENV: f"{out / '0'}:{gate.path}"}))
+    try:
+        (pid,) = gate.wait([first])
+        before = _state(out)
+        assert any(is_temporary(name.split("/")[-1]) for name in before)  # the first run's write in progress
+        for mode in ((), ("--resume",), ("--overwrite",)):
+            second = _run_cli(_command(recipe, out, *mode), _env(tmp_path / "cache"))
+            assert second.returncode == 1, second.stderr
+            message = " ".join(second.stderr.split())
+            assert message.count("error:") == 1 and "Traceback" not in message, message
+            assert (f"{out} is in use by another dmgd run (pid {pid} on host {socket.gethostname()}, started "
+                    in message), message
+            assert "--resume" in message and "--out" in message, message
+            assert _state(out) == before  # nothing removed, replaced or added
+        gate.release(pid)
+        _finish(first)
+    finally:
+        _kill([first])
+    assert _files(out) == _files(lone[0])
+    assert [p.name for p in out.rglob(".*")] == []  # no lock, temporary or progress file left
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_without_the_lock_a_second_run_never_removes_the_first_runs_temporary_files(
+        lone, recipe, gate, tmp_path):
+    """The reported failure, with --no-lock: the second run (--resume) finishes beside the
+    first and keeps its temporary file, so the first finishes too, with the same bytes."""
+    out = tmp_path / "out"
+    env = _env(tmp_path / "cache")
+    first = _start(_command(recipe, out, "--no-lock"), {**env, PAUSE_BEFORE_REPLACE_ENV: f"{out / '0'}:{gate.path}"})
+    try:
+        (pid,) = gate.wait([first])
+        pending = [p for p in out.rglob(".*") if is_temporary(p.name)]
+        assert len(pending) == 1
+        second = _run_cli(_command(recipe, out, "--resume", "--no-lock"), env)
+        assert second.returncode == 0, second.stderr
+        assert pending[0].exists()
+        gate.release(pid)
+        _finish(first)
+    finally:
+        _kill([first])
+    assert _files(out) == _files(lone[0])
+
+
+# --------------------------------------------------------------------------- killed, then resumed
+
+
+def test_a_run_killed_with_sigkill_leaves_no_lock_and_resume_starts_at_once(lone, recipe, gate, tmp_path):
+    out = tmp_path / "out"
+    env = _env(tmp_path / "cache")
+    first = _start(_command(recipe, out), {**env, PAUSE_ENV: f"7:{gate.path}"})
+    try:
+        (pid,) = gate.wait([first])
+        assert read_holder(out)["pid"] == pid
+        os.kill(pid, signal.SIGKILL)
+        first.communicate(timeout=HANG_GUARD_SECONDS)
+    finally:
+        _kill([first])
+    assert first.returncode == -signal.SIGKILL
+    assert (out / LOCK_NAME).exists()  # left by the kill; locked by nobody
+    resumed = _run_cli(_command(recipe, out, "--resume"), env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _files(out) == _files(lone[0])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and [s["mode"] for s in manifest["sessions"]] == ["new", "resume"]
+    assert 0 < manifest["sessions"][-1]["finished_at_start"] < 10 * IPC
+    assert [p.name for p in out.rglob(".*")] == []
+
+
+# --------------------------------------------------------------------------- one cache, four runs
+
+
+def _entry(path: Path) -> tuple[dict[str, bytes], dict[str, str]]:
+    """A cache file's tensors (bytes) and metadata, less the timings it records."""
+    from safetensors.torch import load
+
+    data = path.read_bytes()
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    meta = {k: v for k, v in header.get("__metadata__", {}).items() if not k.endswith("_seconds")}
+    return {k: v.numpy().tobytes() for k, v in load(data).items()}, meta
+
+
+def test_four_runs_on_four_outs_share_one_cold_cache(lone, recipe, gate, tmp_path):
+    """All four miss the cache and are held with the same entry written to their own
+    temporary files at once; let go, each renames its own: the four outputs equal a lone
+    run's, and so does every cache entry (up to the timings it records)."""
+    cache = tmp_path / "shared-cache"
+    outs = [tmp_path / f"out{i}" for i in range(4)]
+    env = _env(cache, **{PAUSE_BEFORE_REPLACE_ENV: f"{cache}:{gate.path}"})
+    procs = [_start(_command(recipe, out), env) for out in outs]
+    try:
+        pids = gate.wait(procs)
+        pending = sorted(p.name for p in cache.iterdir())
+        assert len(pending) == 4 and all(is_temporary(name) for name in pending), pending
+        for pid in pids:
+            gate.release(pid)
+        for proc in procs:
+            _finish(proc)
+    finally:
+        _kill(procs)
+    for out in outs:
+        assert _files(out) == _files(lone[0])
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries == sorted(p.name for p in lone[1].iterdir()) and entries
+    for name in entries:
+        assert _entry(cache / name) == _entry(lone[1] / name)
+
+
+# --------------------------------------------------------------------------- the parts
+
+
+def test_the_lock_is_exclusive_even_within_one_process_and_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "a" / "b" / "out"
+    held = OutLock.acquire(out)
+    holder = read_holder(out)
+    assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+    with pytest.raises(OutInUse, match=rf"in use by another dmgd run \(pid {os.getpid()} on host "):
+        OutLock.acquire(out)
+    held.release()
+    assert not (tmp_path / "a").exists()  # the folders it created, empty again, are removed
+    with OutLock.acquire(out):
+        (out / "kept.txt").write_text("mine")
+    assert sorted(p.name for p in out.iterdir()) == ["kept.txt"]
+
+
+def test_a_file_system_that_cannot_lock_is_named_and_lock_false_goes_on(recipe, tmp_path, monkeypatch):
+    """ENOLCK is what Linux answers for flock on an NFS mount without its lock manager; no
+    such mount here, so flock raises it as that file system would."""
+    import fcntl
+
+    from typer.testing import CliRunner
+
+    from dmgd.cli import app
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(LockUnsupported, match=r"does not support locks \(No locks available\).*pass lock=False"):
+        run(RECIPE, tmp_path / "out", ipc=1, steps=2)
+    assert not (tmp_path / "out").exists()
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "out"), "--steps", "2"])
+    assert result.exit_code == 1 and "pass --no-lock" in " ".join(result.output.split()), result.output
+    assert run(RECIPE, tmp_path / "out", ipc=1, steps=2, lock=False).manifest["status"] == "complete"
+
+
+def test_temporary_names_are_unique_per_write_and_recognised(tmp_path):
+    target = tmp_path / "entry.safetensors"
+    names = {temporary_name(target).name for _ in range(1000)}
+    assert len(names) == 1000 and all(is_temporary(name) for name in names)
+    assert is_temporary(".0002.png.tmp-13070")  # the names older versions wrote
+    assert not is_temporary("notes.tmp-1") and not is_temporary(LOCK_NAME)
+
+
+def test_threads_writing_one_file_never_leave_it_partial(tmp_path):
+    """Eight threads write the same path at once (two runs in one process filling one cache
+    entry): the file ends whole, one writer's bytes, and no temporary file is left."""
+    target = tmp_path / "entry.bin"
+    payloads = [bytes([i]) * 1_000_000 for i in range(8)]
+    threads = [threading.Thread(target=atomic_write_bytes, args=(target, data)) for data in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert target.read_bytes() in payloads
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.bin"]
+
+
+def test_read_whole_treats_a_missing_or_broken_entry_as_a_miss(tmp_path):
+    from safetensors.torch import load, save
+    import torch
+
+    path = tmp_path / "entry.safetensors"
+    assert read_whole(path, load) is None
+    data = save({"x": torch.arange(100, dtype=torch.float32)})
+    path.write_bytes(data[: len(data) // 2])
+    assert read_whole(path, load) is None
+    atomic_write_bytes(path, data)
+    assert torch.equal(read_whole(path, load)["x"], torch.arange(100, dtype=torch.float32))
