@@ -419,11 +419,14 @@ def terms_command() -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from dmgd.errors import DmgdError
-    from dmgd.sampling.backbones import BackboneError
-    from dmgd.sampling.step import GuidanceError
+    import sys
 
-    return DmgdError, BackboneError, GuidanceError
+    from dmgd.errors import DmgdError
+
+    # GuidanceError only where its module (which imports torch) is loaded: an error of it
+    # exists only then, and a run refused at once (OUT in use) never pays torch's import
+    step = sys.modules.get("dmgd.sampling.step")
+    return (DmgdError, step.GuidanceError) if step is not None else (DmgdError,)
 
 
 def batch_label(classes, samples: range, ipc: int) -> str:

@@ -1,7 +1,9 @@
 """Runs at the same time: one run per OUT (a lock the kernel holds), and a targets cache that
 concurrent runs share safely.
 
-Processes are held at chosen points by dmgd's test hooks (`DMGD_TEST_PAUSE_AFTER_WRITES`,
+The runs are processes forked from the test's (each calls `dmgd.run`, as the command line
+does, without paying torch's import again; the second run refused is the real command
+line). They are held at chosen points by dmgd's test hooks (`DMGD_TEST_PAUSE_AFTER_WRITES`,
 `DMGD_TEST_PAUSE_BEFORE_REPLACE`): each paused process announces its pid on a FIFO and waits
 for the test's go. The test waits with select() on that FIFO and on the processes' pidfds,
 so nothing here depends on the machine's speed; the only timeout is a hang guard.
@@ -18,6 +20,7 @@ import socket
 import subprocess
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 import pytest
@@ -28,7 +31,7 @@ from dmgd.data.store import LOCK_NAME, PAUSE_ENV, is_temporary
 from dmgd.pipeline import run
 
 RECIPE = "t>=8: explore; 4..8: softlabel(bs=0.01, bn=0.06); 5..8: ot(K=3, rho=0.05..0.5)\nsteps = 10\n"
-IPC, STEPS = 2, 6  # the embedded digits model: 10 classes in 2 blocks, 20 samples, 40 sample files
+IPC, STEPS = 1, 4  # the embedded digits model: 10 classes in 2 blocks of 5, 20 sample files
 HANG_GUARD_SECONDS = 1800  # a guard against a hang, never what decides an outcome
 
 
@@ -64,19 +67,56 @@ def _command(recipe: Path, out: Path, *extra: str) -> list[str]:
             "--steps", str(STEPS), *extra]
 
 
-def _env(cache: Path, **hooks: str) -> dict[str, str]:
-    return {**os.environ, "NO_COLOR": "1", "COLUMNS": "300", "DMGD_CACHE_DIR": str(cache), **hooks}
+def _env(cache: Path) -> dict[str, str]:
+    return {**os.environ, "NO_COLOR": "1", "COLUMNS": "300", "DMGD_CACHE_DIR": str(cache)}
 
 
-def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+class Run:
+    """`dmgd.run(RECIPE, out, ...)` in a process forked from this one, with `env` set in it;
+    its output (and any traceback) goes to a log file beside OUT."""
 
+    def __init__(self, out: Path, env: dict[str, str], **options) -> None:
+        self.log = out.parent / f"{out.name}-{len(env)}-{os.urandom(4).hex()}.log"
+        self.pid = os.fork()
+        if self.pid == 0:
+            self._child(out, env, options)
+        self.status: int | None = None
 
-def _finish(proc: subprocess.Popen) -> str:
-    """Wait for the process; its stderr. It must have succeeded."""
-    _, stderr = proc.communicate(timeout=HANG_GUARD_SECONDS)
-    assert proc.returncode == 0, stderr
-    return stderr
+    def _child(self, out: Path, env: dict[str, str], options: dict) -> None:
+        code = 1
+        try:
+            os.environ.update(env)
+            fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            run(RECIPE, out, ipc=IPC, steps=STEPS, **options)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+
+    def wait(self) -> int:
+        """The exit status (negative: killed by that signal), once the process has ended."""
+        if self.status is None:
+            fd = os.pidfd_open(self.pid)
+            try:
+                assert select.select([fd], [], [], HANG_GUARD_SECONDS)[0], f"pid {self.pid} hangs"
+            finally:
+                os.close(fd)
+            self.status = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.status
+
+    def finish(self) -> None:
+        assert self.wait() == 0, self.output()
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def kill(self) -> None:
+        if self.status is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait()
 
 
 def _run_cli(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -93,9 +133,9 @@ class Gate:
         self.fd = os.open(path, os.O_RDWR)  # held open for reading and writing: never an EOF
         self.buffer = b""
 
-    def wait(self, procs: list[subprocess.Popen]) -> list[int]:
-        """Block until every process in `procs` has paused; their pids. A process that
-        exits instead fails the test with its stderr."""
+    def wait(self, procs: list[Run]) -> list[int]:
+        """Block until every run in `procs` has paused; their pids. A run that ends
+        instead fails the test with its output."""
         exits = {os.pidfd_open(proc.pid): proc for proc in procs}
         paused: list[int] = []
         try:
@@ -108,7 +148,7 @@ class Gate:
                     paused += [int(line) for line in lines]
                     continue
                 proc = exits[ready[0]]
-                pytest.fail(f"pid {proc.pid} exited before pausing:\n{proc.communicate()[1]}")
+                pytest.fail(f"pid {proc.pid} ended ({proc.wait()}) before pausing:\n{proc.output()}")
         finally:
             for fd in exits:
                 os.close(fd)
@@ -130,11 +170,9 @@ def gate(tmp_path):
     g.close()
 
 
-def _kill(procs: list[subprocess.Popen]) -> None:
+def _kill(procs: list[Run]) -> None:
     for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=HANG_GUARD_SECONDS)
+        proc.kill()
 
 
 # --------------------------------------------------------------------------- one OUT, two runs
@@ -143,17 +181,17 @@ def _kill(procs: list[subprocess.Popen]) -> None:
 def test_a_second_run_on_the_same_out_is_refused_naming_the_first_which_finishes_unharmed(
         lone, recipe, gate, tmp_path):
     """The first run is held with its first image's temporary file written and not yet
-    renamed (what the reported failure swept away). A second run, new, --resume or
+    renamed (what the reported failure swept away). A second `dmgd run`, new, --resume or
     --overwrite, stops at once naming the first, and leaves every file of OUT as it was."""
     out = tmp_path / "out"
-    first = _start(_command(recipe, out), _env(tmp_path / "cache", **{
-        PAUSE_BEFORE_REPLACE_ENV: f"{out / '0'}:{gate.path}"}))
+    cache = tmp_path / "cache"
+    first = Run(out, {"DMGD_CACHE_DIR": str(cache), PAUSE_BEFORE_REPLACE_ENV: f"{out / '0'}:{gate.path}"})
     try:
         (pid,) = gate.wait([first])
         before = _state(out)
         assert any(is_temporary(name.split("/")[-1]) for name in before)  # the first run's write in progress
         for mode in ((), ("--resume",), ("--overwrite",)):
-            second = _run_cli(_command(recipe, out, *mode), _env(tmp_path / "cache"))
+            second = _run_cli(_command(recipe, out, *mode), _env(cache))
             assert second.returncode == 1, second.stderr
             message = " ".join(second.stderr.split())
             assert message.count("error:") == 1 and "Traceback" not in message, message
@@ -162,7 +200,7 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_first_which_finishes
             assert "--resume" in message and "--out" in message, message
             assert _state(out) == before  # nothing removed, replaced or added
         gate.release(pid)
-        _finish(first)
+        first.finish()
     finally:
         _kill([first])
     assert _files(out) == _files(lone[0])
@@ -171,21 +209,19 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_first_which_finishes
 
 
 def test_without_the_lock_a_second_run_never_removes_the_first_runs_temporary_files(
-        lone, recipe, gate, tmp_path):
-    """The reported failure, with --no-lock: the second run (--resume) finishes beside the
-    first and keeps its temporary file, so the first finishes too, with the same bytes."""
+        lone, gate, tmp_path):
+    """The reported failure, with lock=False (--no-lock): the second run (resume) finishes
+    beside the first and keeps its temporary file, so the first finishes too, same bytes."""
     out = tmp_path / "out"
-    env = _env(tmp_path / "cache")
-    first = _start(_command(recipe, out, "--no-lock"), {**env, PAUSE_BEFORE_REPLACE_ENV: f"{out / '0'}:{gate.path}"})
+    first = Run(out, {PAUSE_BEFORE_REPLACE_ENV: f"{out / '0'}:{gate.path}"}, lock=False)
     try:
         (pid,) = gate.wait([first])
         pending = [p for p in out.rglob(".*") if is_temporary(p.name)]
         assert len(pending) == 1
-        second = _run_cli(_command(recipe, out, "--resume", "--no-lock"), env)
-        assert second.returncode == 0, second.stderr
+        run(RECIPE, out, ipc=IPC, steps=STEPS, resume=True, lock=False)
         assert pending[0].exists()
         gate.release(pid)
-        _finish(first)
+        first.finish()
     finally:
         _kill([first])
     assert _files(out) == _files(lone[0])
@@ -194,25 +230,22 @@ def test_without_the_lock_a_second_run_never_removes_the_first_runs_temporary_fi
 # --------------------------------------------------------------------------- killed, then resumed
 
 
-def test_a_run_killed_with_sigkill_leaves_no_lock_and_resume_starts_at_once(lone, recipe, gate, tmp_path):
+def test_a_run_killed_with_sigkill_leaves_no_lock_and_resume_starts_at_once(lone, gate, tmp_path):
     out = tmp_path / "out"
-    env = _env(tmp_path / "cache")
-    first = _start(_command(recipe, out), {**env, PAUSE_ENV: f"7:{gate.path}"})
+    first = Run(out, {PAUSE_ENV: f"7:{gate.path}"})  # 3 samples and one PNG written
     try:
         (pid,) = gate.wait([first])
         assert read_holder(out)["pid"] == pid
         os.kill(pid, signal.SIGKILL)
-        first.communicate(timeout=HANG_GUARD_SECONDS)
+        assert first.wait() == -signal.SIGKILL
     finally:
         _kill([first])
-    assert first.returncode == -signal.SIGKILL
     assert (out / LOCK_NAME).exists()  # left by the kill; locked by nobody
-    resumed = _run_cli(_command(recipe, out, "--resume"), env)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = run(RECIPE, out, ipc=IPC, steps=STEPS, resume=True)
     assert _files(out) == _files(lone[0])
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and [s["mode"] for s in manifest["sessions"]] == ["new", "resume"]
-    assert 0 < manifest["sessions"][-1]["finished_at_start"] < 10 * IPC
+    sessions = resumed.manifest["sessions"]
+    assert resumed.manifest["status"] == "complete" and [s["mode"] for s in sessions] == ["new", "resume"]
+    assert sessions[-1]["finished_at_start"] == 3
     assert [p.name for p in out.rglob(".*")] == []
 
 
@@ -229,22 +262,23 @@ def _entry(path: Path) -> tuple[dict[str, bytes], dict[str, str]]:
     return {k: v.numpy().tobytes() for k, v in load(data).items()}, meta
 
 
-def test_four_runs_on_four_outs_share_one_cold_cache(lone, recipe, gate, tmp_path):
+def test_four_runs_on_four_outs_share_one_cold_cache(lone, gate, tmp_path):
     """All four miss the cache and are held with the same entry written to their own
     temporary files at once; let go, each renames its own: the four outputs equal a lone
     run's, and so does every cache entry (up to the timings it records)."""
     cache = tmp_path / "shared-cache"
     outs = [tmp_path / f"out{i}" for i in range(4)]
-    env = _env(cache, **{PAUSE_BEFORE_REPLACE_ENV: f"{cache}:{gate.path}"})
-    procs = [_start(_command(recipe, out), env) for out in outs]
+    env = {"DMGD_CACHE_DIR": str(cache), PAUSE_BEFORE_REPLACE_ENV: f"{cache}:{gate.path}"}
+    procs = []
     try:
+        procs += [Run(out, env) for out in outs]
         pids = gate.wait(procs)
         pending = sorted(p.name for p in cache.iterdir())
         assert len(pending) == 4 and all(is_temporary(name) for name in pending), pending
         for pid in pids:
             gate.release(pid)
         for proc in procs:
-            _finish(proc)
+            proc.finish()
     finally:
         _kill(procs)
     for out in outs:

@@ -61,18 +61,19 @@ def run(
                            batch_size=batch_size, cache_dir=cache_dir, overrides=overrides, settings=settings,
                            lock=lock)
     threads = cpu_threads()
-    ctx, device = distributed.setup(device)
-    import torch
+    with holding_out(request) as confirm:  # first: a second run on OUT stops before anything loads
+        ctx, device = distributed.setup(device)
+        import torch
 
-    before = torch.get_num_threads()
-    if not str(device).startswith("cuda"):
-        torch.set_num_threads(threads)
-    try:
-        with holding_out(request, ctx):
+        before = torch.get_num_threads()
+        if not str(device).startswith("cuda"):
+            torch.set_num_threads(threads)
+        try:
+            confirm(ctx)
             return _run(request, ctx, device, reporter or Reporter())
-    finally:
-        torch.set_num_threads(before)
-        ctx.close()
+        finally:
+            torch.set_num_threads(before)
+            ctx.close()
 
 
 def _run(request: RunRequest, ctx: Any, device: str, reporter: Reporter) -> RunResult:

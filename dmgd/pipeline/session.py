@@ -8,7 +8,7 @@ import datetime
 import logging
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from dmgd.pipeline.inputs import Model, Targets
 from dmgd.pipeline.request import RunRequest
@@ -44,27 +44,48 @@ def sharding_record(targets: Targets, ctx: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def holding_out(request: RunRequest, ctx: Any) -> Iterator[None]:
-    """Rank 0 locks OUT for the whole job, before anything is loaded; a run that cannot
-    lock it (another run holds it, the file system cannot lock) stops on every rank."""
-    from dmgd.data.lock import OutLock
-    from dmgd.errors import option
+def holding_out(request: RunRequest) -> Iterator[Callable[[Any], None]]:
+    """OUT's lock for the whole job, taken by rank 0 (as torchrun's environment says) first
+    of all, before the process group starts and torch is imported: a run that cannot take
+    it (another run holds OUT, the file system cannot lock) stops at once. Yields
+    `confirm(ctx)`, which, once the ranks can talk, stops every rank the same way."""
+    from dmgd.distributed import env_world
+    from dmgd.errors import DmgdError
 
-    held: list[OutLock] = []
+    held: list[Any] = []
+    refused: list[DmgdError] = []
+    rank, world, _ = env_world()
+    if rank == 0:
+        try:
+            held.extend(_lock_out(request))
+        except DmgdError as error:
+            if world == 1:
+                raise
+            refused.append(error)
 
-    def lock() -> None:
-        if request.lock:
-            held.append(OutLock.acquire(request.out))
-        else:
-            log.warning("running without a lock on %s (%s): nothing stops another run writing it meanwhile, "
-                        "and temporary files a killed run left there are kept", request.out, option("no_lock"))
+    def confirm(ctx: Any) -> None:
+        def check() -> None:
+            if refused:
+                raise refused[0]
 
-    ctx.on_main(lock)
+        ctx.on_main(check)
+
     try:
-        yield
+        yield confirm
     finally:
         for out_lock in held:
             out_lock.release()
+
+
+def _lock_out(request: RunRequest) -> list[Any]:
+    from dmgd.data.lock import OutLock
+    from dmgd.errors import option
+
+    if request.lock:
+        return [OutLock.acquire(request.out)]
+    log.warning("running without a lock on %s (%s): nothing stops another run writing it meanwhile, and "
+                "temporary files a killed run left there are kept", request.out, option("no_lock"))
+    return []
 
 
 class Session:
