@@ -348,6 +348,7 @@ def test_temporary_names_are_unique_per_write_and_recognised(tmp_path):
     names = {temporary_name(target).name for _ in range(1000)}
     assert len(names) == 1000 and all(is_temporary(name) for name in names)
     assert is_temporary(".0002.png.tmp-13070")  # the names older versions wrote
+    assert is_temporary(".latents.safetensors.tmp-13070-140234977-9fa0c2d1")  # pid, thread, hex
     assert not is_temporary("notes.tmp-1") and not is_temporary(LOCK_NAME)
 
 

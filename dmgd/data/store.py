@@ -47,7 +47,7 @@ LOCK_NAME = ".dmgd.lock"
 Mode = Literal["new", "resume", "overwrite"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,127}$")
-_TEMPORARY = re.compile(r"^\..+\.tmp-\d+(-[0-9a-f]+)?$")  # dmgd.data.atomic's temporary names (and older ones)
+_TEMPORARY = re.compile(r"^\..+\.tmp-\d+(-[0-9a-f]+)*$")  # dmgd.data.atomic's temporary names (and older ones)
 
 
 class StoreError(DmgdError):
