@@ -419,11 +419,14 @@ def terms_command() -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from dmgd.errors import DmgdError
-    from dmgd.sampling.backbones import BackboneError
-    from dmgd.sampling.step import GuidanceError
+    import sys
 
-    return DmgdError, BackboneError, GuidanceError
+    from dmgd.errors import DmgdError
+
+    # GuidanceError only where its module (which imports torch) is loaded: an error of it
+    # exists only then, and a run refused at once (OUT in use) never pays torch's import
+    step = sys.modules.get("dmgd.sampling.step")
+    return (DmgdError, step.GuidanceError) if step is not None else (DmgdError,)
 
 
 def batch_label(classes, samples: range, ipc: int) -> str:
@@ -551,6 +554,9 @@ def run_command(
                                          help="classes in a block: sampled together, the unit split across "
                                               "torchrun's ranks, part of the run's identity (default: the "
                                               "classes in max(2, C/64) equal blocks)"),
+    no_lock: bool = typer.Option(False, "--no-lock",
+                                 help="run without the lock on --out that stops a second run writing it "
+                                      "meanwhile: only where its file system cannot lock"),
 ) -> None:
     """Distil an image set: sample the frozen DiT under the recipe's guidance schedule.
 
@@ -567,7 +573,8 @@ def run_command(
     with _sigterm_as_interrupt():
         try:
             result = run(recipe, out, steps=steps, sampler=sampler, device=device, resume=resume,
-                         overwrite=overwrite, batch_size=batch, reporter=reporter, overrides=overrides)
+                         overwrite=overwrite, batch_size=batch, reporter=reporter, overrides=overrides,
+                         lock=not no_lock)
         except BaseException as err:
             reporter.close()
             raise typer.Exit(_run_failure(console, err, file, out, rank, world)) from None

@@ -16,15 +16,17 @@ class DmgdError(Exception):
 # Python spelling; the CLI switches to its own while a command runs (`cli_spelling`).
 _SPELLINGS = {
     "python": {"resume": "resume=True", "overwrite": "overwrite=True", "out": "`out`",
-               "batch": "batch_size", "device": "device", "data": 'data="DIR"', "model": 'model="DIR"'},
+               "batch": "batch_size", "device": "device", "data": 'data="DIR"', "model": 'model="DIR"',
+               "no_lock": "lock=False"},
     "cli": {"resume": "--resume", "overwrite": "--overwrite", "out": "--out", "batch": "--batch",
-            "device": "--device", "data": "--set data=DIR", "model": "--set model=DIR"},
+            "device": "--device", "data": "--set data=DIR", "model": "--set model=DIR",
+            "no_lock": "--no-lock"},
 }
 _spelling: contextvars.ContextVar[str] = contextvars.ContextVar("dmgd_option_spelling", default="python")
 
 
 def option(name: str) -> str:
-    """Option `name` (resume, overwrite, out, batch, device, data, model) as the user passes it."""
+    """Option `name` (resume, overwrite, out, batch, device, data, model, no_lock) as the user passes it."""
     return _SPELLINGS[_spelling.get()][name]
 
 

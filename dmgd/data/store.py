@@ -7,13 +7,15 @@
                                            latents folder would look like a class to them
     OUT/manifest.json                      what was run, with what, and how far it got
     OUT/.progress-rank-<r>.json            rank r's progress in the current session
+    OUT/.dmgd.lock                         while a run is going: its lock (dmgd.data.lock)
 
 Every file is written atomically: to a hidden temporary name beside it
-(`.<name>.tmp-<pid>`, which no image loader reads: it is hidden and its extension is not an
-image's), then renamed over the final name; a visible file is always whole. A sample counts
-as finished only once both its PNG and its latent exist (the latent is written last), so a
-run killed at any moment (even `kill -9`) can be resumed; `--resume` removes the temporary
-files a killed run left behind.
+(`.<name>.tmp-<pid>-<hex>`, which no image loader reads: it is hidden and its extension is
+not an image's), then renamed over the final name; a visible file is always whole. A sample
+counts as finished only once both its PNG and its latent exist (the latent is written
+last), so a run killed at any moment (even `kill -9`) can be resumed; `--resume` removes
+the temporary files a killed run left behind, and only while it holds OUT's lock: without
+the lock another run may be writing them.
 
 Under torchrun each rank writes only its own classes' files and its own progress file;
 only rank 0 opens the store for writing (the checks, `--overwrite`'s removal, the clean-up)
@@ -27,14 +29,13 @@ import json
 import logging
 import os
 import re
-import signal
 import shutil
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from attrs import field, frozen
 
-from dmgd.data.atomic import atomic_write_bytes, atomic_write_json
+from dmgd.data.atomic import atomic_write_bytes, atomic_write_json, wait_for_go
 from dmgd.errors import DmgdError, option
 
 log = logging.getLogger("dmgd.store")
@@ -42,10 +43,11 @@ log = logging.getLogger("dmgd.store")
 MANIFEST = "manifest.json"
 LATENTS = "latents"
 PROGRESS_PREFIX = ".progress-rank-"
+LOCK_NAME = ".dmgd.lock"
 Mode = Literal["new", "resume", "overwrite"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,127}$")
-_TEMPORARY = re.compile(r"^\..+\.tmp-\d+$")  # dmgd.data.atomic's temporary names
+_TEMPORARY = re.compile(r"^\..+\.tmp-\d+(-[0-9a-f]+)*$")  # dmgd.data.atomic's temporary names (and older ones)
 
 
 class StoreError(DmgdError):
@@ -58,8 +60,9 @@ _files_written = 0
 
 def _pause_point() -> None:
     """Test hook, off unless $DMGD_TEST_PAUSE_AFTER_WRITES is "N:MARKER": after this
-    process's N-th sample file (PNG or latent) it creates MARKER.<pid> and waits forever,
-    so a test can SIGKILL the run at a point that does not depend on the machine's speed."""
+    process's N-th sample file (PNG or latent) it creates MARKER.<pid> and waits until the
+    test writes to the FIFO MARKER-go.<pid> (`wait_for_go`), so a test can SIGKILL the run,
+    or start a second one beside it, at a point that does not depend on the machine's speed."""
     global _files_written
     setting = os.environ.get(PAUSE_ENV)
     if not setting:
@@ -67,9 +70,7 @@ def _pause_point() -> None:
     _files_written += 1
     count, _, marker = setting.partition(":")
     if _files_written == int(count):
-        Path(f"{marker}.{os.getpid()}").touch()
-        while True:
-            signal.pause()
+        wait_for_go(marker)
 
 
 def check_class_names(names: Sequence[str]) -> None:
@@ -129,6 +130,11 @@ def is_temporary(name: str) -> bool:
     return bool(_TEMPORARY.match(name))
 
 
+def _holds_nothing(root: Path) -> bool:
+    """Whether OUT holds nothing but dmgd's temporary files and lock: as good as empty."""
+    return all(is_temporary(entry.name) or entry.name == LOCK_NAME for entry in root.iterdir())
+
+
 @frozen
 class RunStore:
     root: Path
@@ -136,9 +142,11 @@ class RunStore:
     previous: dict[str, Any] | None = field(default=None, eq=False, repr=False)  # the manifest found on open
 
     @classmethod
-    def open(cls, root: str | Path, class_names: Sequence[str], mode: Mode, identity: dict[str, Any]) -> RunStore:
+    def open(cls, root: str | Path, class_names: Sequence[str], mode: Mode, identity: dict[str, Any], *,
+             sweep: bool = True) -> RunStore:
         """Open OUT for a run (rank 0 only). `identity` is what must match for a resume
-        (recipe hash, settings...). Removes a killed run's temporary files."""
+        (recipe hash, settings...). sweep: remove a killed run's temporary and progress
+        files; only for a caller that holds OUT's lock (else they may be another run's)."""
         check_class_names(tuple(class_names))
         root = Path(root)
         if root.exists() and not root.is_dir():
@@ -152,7 +160,7 @@ class RunStore:
                         option("overwrite"))
             previous = {"class_names": list(class_names)}
         store = cls(root, tuple(class_names), previous)
-        store._prepare(mode, identity)
+        store._prepare(mode, identity, sweep)
         return store
 
     @classmethod
@@ -166,8 +174,7 @@ class RunStore:
         if mode == "overwrite":
             return
         previous = cls(root, ()).read_manifest()
-        if previous is None and mode == "new" and root.exists() and any(
-                not is_temporary(entry.name) for entry in root.iterdir()):
+        if previous is None and mode == "new" and root.exists() and not _holds_nothing(root):
             raise _not_a_run(root)
         if previous is not None and mode == "new":
             raise _holds_a_run(root, previous)
@@ -197,11 +204,10 @@ class RunStore:
 
     # --- opening ---------------------------------------------------------------
 
-    def _prepare(self, mode: Mode, identity: dict[str, Any]) -> None:
+    def _prepare(self, mode: Mode, identity: dict[str, Any], sweep: bool) -> None:
         previous = self.previous
         if previous is None:
-            if self.root.exists() and mode != "overwrite" and any(
-                    not is_temporary(entry.name) for entry in self.root.iterdir()):
+            if self.root.exists() and mode != "overwrite" and not _holds_nothing(self.root):
                 raise _not_a_run(self.root)
         elif mode == "new":
             raise _holds_a_run(self.root, previous)
@@ -213,6 +219,10 @@ class RunStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create {option('out')} {self.root}: {e.strerror or e}") from None
+        if sweep:
+            self._sweep()
+
+    def _sweep(self) -> None:
         removed = self.remove_temporary()
         if removed:
             log.warning("removed %d temporary file(s) a killed run left in %s", removed, self.root)
@@ -230,7 +240,8 @@ class RunStore:
 
     def remove_temporary(self) -> int:
         """Delete dmgd's temporary files in OUT, its class folders and latent folders (what
-        a killed run leaves); returns how many. Only rank 0, before the others attach."""
+        a killed run leaves); returns how many. Only rank 0 holding OUT's lock, before the
+        other ranks attach: then no live writer has a temporary file there."""
         folders = [self.root, self.root / LATENTS]
         for name in self.class_names:
             folders += [self.root / name, self.root / LATENTS / name]

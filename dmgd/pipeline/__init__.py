@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 from dmgd.pipeline.inputs import Model, Targets, build_run_targets, load_model, map_classes
 from dmgd.pipeline.request import RunError, RunRequest, cpu_threads, make_request
 from dmgd.pipeline.result import Reporter, RunResult, class_distances
+from dmgd.pipeline.session import holding_out
 
 __all__ = ["Reporter", "RunError", "RunResult", "map_classes", "run"]
 
@@ -36,6 +37,7 @@ def run(
     overwrite: bool = False,
     batch_size: int | None = None,
     cache_dir: str | Path | None = None,
+    lock: bool = True,
     reporter: Reporter | None = None,
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
     **settings: Any,
@@ -48,25 +50,30 @@ def run(
     `--set` strings. resume: finish the run already in `out`; overwrite: replace it.
     batch_size: classes in a block, the batch sampled together and the unit split across
     ranks (default `dmgd.distributed.default_block_size`); it is part of the run's identity.
+    lock: hold a lock on `out` for the run, so that a second run on it stops at once
+    (naming this one); False only where its file system cannot lock (docs/running.md).
     Under torchrun (RANK, WORLD_SIZE in the environment) every rank calls this and each
     returns the whole run's result.
     """
     from dmgd import distributed
 
     request = make_request(recipe, out, steps=steps, sampler=sampler, resume=resume, overwrite=overwrite,
-                           batch_size=batch_size, cache_dir=cache_dir, overrides=overrides, settings=settings)
+                           batch_size=batch_size, cache_dir=cache_dir, overrides=overrides, settings=settings,
+                           lock=lock)
     threads = cpu_threads()
-    ctx, device = distributed.setup(device)
-    import torch
+    with holding_out(request) as confirm:  # first: a second run on OUT stops before anything loads
+        ctx, device = distributed.setup(device)
+        import torch
 
-    before = torch.get_num_threads()
-    if not str(device).startswith("cuda"):
-        torch.set_num_threads(threads)
-    try:
-        return _run(request, ctx, device, reporter or Reporter())
-    finally:
-        torch.set_num_threads(before)
-        ctx.close()
+        before = torch.get_num_threads()
+        if not str(device).startswith("cuda"):
+            torch.set_num_threads(threads)
+        try:
+            confirm(ctx)
+            return _run(request, ctx, device, reporter or Reporter())
+        finally:
+            torch.set_num_threads(before)
+            ctx.close()
 
 
 def _run(request: RunRequest, ctx: Any, device: str, reporter: Reporter) -> RunResult:

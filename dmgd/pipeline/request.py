@@ -23,7 +23,8 @@ class RunError(DmgdError):
 class RunRequest:
     """A run's inputs, resolved: the parsed recipe, the settings it resolves to (with the
     caller's overrides), the number of real steps, how OUT is opened, and the block size
-    (None: `dmgd.distributed.default_block_size` once the number of classes is known)."""
+    (None: `dmgd.distributed.default_block_size` once the number of classes is known).
+    lock: hold OUT's lock for the run (`dmgd.data.lock`); False only where it cannot lock."""
 
     recipe: Recipe = field(repr=False)
     out: Path
@@ -36,6 +37,7 @@ class RunRequest:
     batch_size: int | None
     cache_dir: Path | None
     recipe_hash: str
+    lock: bool = True
 
     def known_identity(self) -> dict[str, Any]:
         """The part of the run's identity known before loading (what `--resume` must match)."""
@@ -48,7 +50,7 @@ class RunRequest:
 def make_request(recipe: Any, out: str | os.PathLike[str], *, steps: int | None, sampler: str | None,
                  resume: bool, overwrite: bool, batch_size: int | None, cache_dir: str | os.PathLike[str] | None,
                  overrides: Mapping[str, Any] | Sequence[str] | str | None,
-                 settings: Mapping[str, Any]) -> RunRequest:
+                 settings: Mapping[str, Any], lock: bool = True) -> RunRequest:
     """Check and resolve a run's arguments (RunError, RecipeError); loads nothing heavy."""
     from dmgd.api import parse
     from dmgd.language.compiler import checked_settings
@@ -67,7 +69,14 @@ def make_request(recipe: Any, out: str | os.PathLike[str], *, steps: int | None,
         sampler=sampler, mode="resume" if resume else "overwrite" if overwrite else "new",
         batch_size=int(batch_size) if batch_size else None,
         cache_dir=Path(cache_dir) if cache_dir is not None else None, recipe_hash=canonical_hash(parsed),
+        lock=_flag(lock, "lock"),
     )
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise RunError(f"{name} must be True or False, not {value!r}")
+    return value
 
 
 def cpu_threads() -> int:

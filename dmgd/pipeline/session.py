@@ -3,13 +3,17 @@ samples finish (rank 0 writes the manifest; every rank its own progress file).""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from dmgd.pipeline.inputs import Model, Targets
 from dmgd.pipeline.request import RunRequest
+
+log = logging.getLogger("dmgd.run")
 
 
 def now() -> str:
@@ -39,6 +43,51 @@ def sharding_record(targets: Targets, ctx: Any) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def holding_out(request: RunRequest) -> Iterator[Callable[[Any], None]]:
+    """OUT's lock for the whole job, taken by rank 0 (as torchrun's environment says) first
+    of all, before the process group starts and torch is imported: a run that cannot take
+    it (another run holds OUT, the file system cannot lock) stops at once. Yields
+    `confirm(ctx)`, which, once the ranks can talk, stops every rank the same way."""
+    from dmgd.distributed import env_world
+    from dmgd.errors import DmgdError
+
+    held: list[Any] = []
+    refused: list[DmgdError] = []
+    rank, world, _ = env_world()
+    if rank == 0:
+        try:
+            held.extend(_lock_out(request))
+        except DmgdError as error:
+            if world == 1:
+                raise
+            refused.append(error)
+
+    def confirm(ctx: Any) -> None:
+        def check() -> None:
+            if refused:
+                raise refused[0]
+
+        ctx.on_main(check)
+
+    try:
+        yield confirm
+    finally:
+        for out_lock in held:
+            out_lock.release()
+
+
+def _lock_out(request: RunRequest) -> list[Any]:
+    from dmgd.data.lock import OutLock
+    from dmgd.errors import option
+
+    if request.lock:
+        return [OutLock.acquire(request.out)]
+    log.warning("running without a lock on %s (%s): nothing stops another run writing it meanwhile, and "
+                "temporary files a killed run left there are kept", request.out, option("no_lock"))
+    return []
+
+
 class Session:
     """One start of a run on OUT: the store, the manifest (rank 0's, else empty), the
     session id, and how many samples were finished when it started."""
@@ -58,7 +107,7 @@ class Session:
 
         def open_on_main() -> tuple[str, int]:
             store = RunStore.open(request.out, targets.class_names, request.mode,
-                                  run_identity(request, model, targets))
+                                  run_identity(request, model, targets), sweep=request.lock)
             session, done = _first_manifest(store, request, model, targets, ctx, device, manifest)
             store.write_manifest(manifest)
             return session, done
