@@ -217,29 +217,30 @@ def default_workers() -> int:
 
 
 def _pixel_batches(real: RealImages, classes: Sequence[int], batch_size: int,
-                   workers: int | None) -> Iterator[tuple[int, torch.Tensor]]:
-    """(class, a batch of its images in [-1, 1]), the classes in order, each in batches of
-    `batch_size` consecutive images that never hold two classes."""
+                   workers: int | None) -> Iterator[tuple[int, torch.Tensor, bool]]:
+    """(class, a batch of its images in [-1, 1], whether it is the class's last), the
+    classes in order, each in batches of `batch_size` consecutive images of its own."""
     index = [real.class_indices(c).tolist() for c in classes]
-    plan = [(c, rows[s:s + batch_size]) for c, rows in zip(classes, index) for s in range(0, len(rows), batch_size)]
+    plan = [(c, rows[s:s + batch_size], s + batch_size >= len(rows))
+            for c, rows in zip(classes, index) for s in range(0, len(rows), batch_size)]
     if not real.streamed:
-        for c, rows in plan:
-            yield c, real.images[rows]
+        for c, rows, last in plan:
+            yield c, real.images[rows], last
         return
     from torch.utils.data import DataLoader
 
-    paths = [os.path.join(str(real.root), real.paths[i]) for _, rows in plan for i in rows]
+    paths = [os.path.join(str(real.root), real.paths[i]) for _, rows, _ in plan for i in rows]
     batches, start = [], 0
-    for _, rows in plan:
+    for _, rows, _ in plan:
         batches.append(list(range(start, start + len(rows))))
         start += len(rows)
     workers = default_workers() if workers is None else int(workers)
     loader = DataLoader(_Files(paths, real.image_size, int(real.channels or 3)), batch_sampler=batches,
                         num_workers=workers, collate_fn=_collate, **({"prefetch_factor": 2} if workers else {}))
-    for (c, _), (arrays, error) in zip(plan, loader):
+    for (c, _, last), (arrays, error) in zip(plan, loader):
         if error:
             raise DataError(error)
-        yield c, as_model_input(arrays)
+        yield c, as_model_input(arrays), last
 
 
 def encoded_classes(backbone: Any, real: RealImages, classes: Sequence[int], batch_size: int = DEFAULT_BATCH_SIZE,
@@ -248,19 +249,15 @@ def encoded_classes(backbone: Any, real: RealImages, classes: Sequence[int], bat
     """(class, its latents [n_c, F]) for each of `classes`, encoded a batch at a time."""
     import torch
 
-    current, parts = None, []
-    for c, x in _pixel_batches(real, list(classes), int(batch_size), workers):
-        if current is not None and c != current:
-            STATS["encode"] += 1
-            yield current, torch.cat(parts)
-            parts = []
-        current = c
+    parts = []
+    for c, x, last in _pixel_batches(real, list(classes), int(batch_size), workers):
         parts.append(encode(backbone, x, batch_size))
         if advance is not None:
             advance(int(x.shape[0]))
-    if current is not None:
-        STATS["encode"] += 1
-        yield current, torch.cat(parts)
+        if last:
+            STATS["encode"] += 1
+            yield c, torch.cat(parts)
+            parts = []
 
 
 # --------------------------------------------------------------------------- the cache

@@ -166,6 +166,7 @@ def _key_path(cache_dir: Path, prefix: str, key: dict[str, Any]) -> Path:
 
 
 def _base_key(backbone: Any, real: RealImages) -> dict[str, Any]:
+    precision = str(getattr(backbone, "precision", "fp32"))
     return {
         "version": TARGETS_VERSION,
         "data": real.fingerprint,
@@ -174,6 +175,7 @@ def _base_key(backbone: Any, real: RealImages) -> dict[str, Any]:
         "encoder": encoder_name(backbone),
         "vae_scale": float(getattr(backbone, "vae_scale", 1.0)),
         "num_classes": real.num_classes,
+        **({"precision": precision} if precision != "fp32" else {}),  # fp32 keeps the keys it always had
     }
 
 

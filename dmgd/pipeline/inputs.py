@@ -54,11 +54,11 @@ def load_model(request: RunRequest, device: str) -> Model:
     """The frozen backbone of `settings.model`, and the recipe compiled at its noise levels
     (and, with the recipe's `reference`, its windows carried to the model's latent size)."""
     from dmgd.api import compile as compile_recipe
-    from dmgd.sampling.backbones import load_backbone
+    from dmgd.sampling.backbones import load_backbone, with_precision
     from dmgd.sampling.schedulers import noise_levels
 
     tic = time.perf_counter()
-    backbone = load_backbone(request.settings.model, device=device)
+    backbone = with_precision(load_backbone(request.settings.model, device=device), request.settings.precision)
     noise = noise_levels(request.settings.sampler, request.num_steps,
                          scheduler_config=dict(backbone.scheduler_config or {}) or None)
     schedule = compile_recipe(request.recipe, steps=request.steps, sampler=request.sampler,
@@ -117,7 +117,8 @@ def build_run_targets(request: RunRequest, model: Model, ctx: Any, reporter: Any
     k_report = report_k(schedule, min(real.class_counts()))
     built = build_targets(model.backbone, real, target_ks(schedule) | {k_report}, seed=schedule.settings.seed,
                           cache_dir=request.cache_dir, classes=list(mine) if ctx.distributed else None,
-                          gather=ctx.all_gather if ctx.distributed else None, write_cache=ctx.is_main)
+                          gather=ctx.all_gather if ctx.distributed else None, write_cache=ctx.is_main,
+                          progress=ctx.is_main)
     tables = {k: TargetTable(t.points, t.masses, class_ids) for k, t in built.items()}
     return Targets(real=real, class_ids=class_ids, block_size=block_size, blocks=tuple(blocks),
                    my_blocks=tuple(my_blocks), mine=mine, built=built, tables=tables, report_k=k_report,
