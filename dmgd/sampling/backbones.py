@@ -445,3 +445,25 @@ def _autocast(fn: Any, device_type: str, dtype: Any) -> Any:
 def _default_data(model_id: str) -> str | None:
     name = embedded_model_name(model_id)
     return EMBEDDED_MODELS[name][1] if name is not None else None
+
+
+def probe_row_bytes(backbone: Backbone, rows: int = 4) -> int:
+    """Peak GPU memory a batch row of the transformer takes: one forward with gradients to
+    its input and one backward, on `rows` random rows, under the backbone's precision."""
+    import torch
+
+    transformer = backbone.transformer
+    device = next(transformer.parameters()).device
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    z = torch.randn(rows, *backbone.latent_shape, device=device, requires_grad=True)
+    t = torch.full((rows,), 500, device=device, dtype=torch.long)
+    y = torch.zeros(rows, device=device, dtype=torch.long)
+    with torch.enable_grad():
+        transformer(z, timestep=t, class_labels=y).sample.float().square().mean().backward()
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del z
+    torch.cuda.empty_cache()
+    return max(1, peak // rows)
+
