@@ -77,7 +77,8 @@ def key_text(key: dict[str, Any]) -> str:
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 
-def save_entry(path: Path, tensors: dict[str, torch.Tensor], key: dict[str, Any], extra: dict[str, Any]) -> None:
+def save_entry(path: Path, tensors: dict[str, torch.Tensor], key: dict[str, Any], extra: dict[str, Any],
+               what: str = "targets cache") -> None:
     """A safetensors cache file holding `key` and `extra` (JSON) in its metadata; a cache
     that cannot be written (read-only, full) is logged, and the run goes on."""
     from safetensors.torch import save
@@ -87,7 +88,7 @@ def save_entry(path: Path, tensors: dict[str, torch.Tensor], key: dict[str, Any]
     try:
         write_cache_file(path, data)
     except OSError as e:
-        log.warning("could not write the cache file %s: %s", path, e)
+        log.warning("could not write the %s %s: %s", what, path, e)
 
 
 def load_entry(path: Path, key: dict[str, Any], *, tensors: bool = True
@@ -324,7 +325,7 @@ class LatentCache:
         return time.perf_counter() - tic
 
     def _write(self, c: int, z: torch.Tensor) -> None:
-        save_entry(self.path(c), {"latents": z}, self.key(c), {})
+        save_entry(self.path(c), {"latents": z}, self.key(c), {}, what="latent cache")
         _pause_point()
 
     def class_latents(self, c: int) -> torch.Tensor:
