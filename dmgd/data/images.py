@@ -364,6 +364,8 @@ def scan_image_folder(
 
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels!r}")
+    if image_size is not None and int(image_size) < 1:
+        raise ValueError(f"image_size must be positive, not {image_size!r}")
     root = Path(root).expanduser()
     dirs, files, labels = _listing(root, num_classes)
     rel = [p.relative_to(root).as_posix() for p in files]
