@@ -11,7 +11,8 @@ the DataLoader's workers). Printed: the peak RSS of the N and 4N runs and their 
 goal: <= 1.1), beside the peak RSS of reading the same folders whole as float32 (what a run
 held before the latent cache: `load_image_folder`); then a second run on the 4N data (another
 seed, so the k-means runs again but the latents come from the cache): its time and the
-first's, their ratio, and the encode seconds each manifest records.
+first's, their ratio, and the latent seconds each manifest records (`encode_seconds`: the
+encode, or reading the cached latents).
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def report(args, sizes, rows, again, first_encode: float, again_encode: float) -
     eager_ratio = rows["4N"][2] / rows["N"][2]
     print(f"peak RSS 4N / N: {ratio:.3f} (goal <= {GOAL}); reading the data whole: {eager_ratio:.3f}")
     print(f"second run on the 4N data (seed 1, latents from the cache): {again[1]:.1f} s vs {rows['4N'][1]:.1f} s "
-          f"first = {again[1] / rows['4N'][1]:.3f}; encode seconds {again_encode:.2f} vs {first_encode:.2f}; "
+          f"first = {again[1] / rows['4N'][1]:.3f}; latent seconds (the encode, or reading the cache) "
+          f"{again_encode:.2f} vs {first_encode:.2f}; "
           f"peak RSS {again[0] * mib:.1f} MiB")
 
 

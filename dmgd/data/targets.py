@@ -60,8 +60,8 @@ class ClassTargets:
     points: float32 [C, K, F] flattened latents (k-means centroids), mass-descending;
     masses: float32 [C, K] cluster shares (rows sum to 1); class_sizes: images per class;
     kmeans_seconds: wall time of each class's k-means when the targets were built (read
-    back from the cache on a hit); encode_seconds: time spent encoding the real images for
-    this call (0 on a cache hit); from_cache / cache_path: where the numbers came from.
+    back from the cache on a hit); encode_seconds: time spent encoding the real images (or
+    reading their cached latents) for this call (0 on a targets-cache hit); from_cache / cache_path: where the numbers came from.
     """
 
     k: int
