@@ -236,12 +236,13 @@ def test_vae_encoding_is_the_scaled_posterior_mean(vae_backbone, rgb16):
 def test_vae_targets_and_latent_cache(vae_backbone, rgb16, tmp_path):
     T.STATS.clear()
     t = build_targets(vae_backbone, rgb16, [2, 3], seed=0, cache_dir=tmp_path)
-    assert t[2].points.shape == (2, 2, 256) and T.STATS["encode"] == 1  # encoded once for both K
+    # each of the 2 classes encoded once for both K, into one latent file a class
+    assert t[2].points.shape == (2, 2, 256) and T.STATS["encode"] == 2
     assert t[2].encode_seconds > 0
-    assert any(p.name.startswith("latents-") for p in tmp_path.iterdir())
+    assert len(list((tmp_path / "latents").glob("*.safetensors"))) == 2
     T.STATS.clear()
     t4 = build_targets(vae_backbone, rgb16, [4], seed=0, cache_dir=tmp_path)[4]  # new K: latents cached
-    assert T.STATS["encode"] == 0 and T.STATS["latents_hit"] == 1 and T.STATS["kmeans"] == 2
+    assert T.STATS["encode"] == 0 and T.STATS["latents_hit"] == 2 and T.STATS["kmeans"] == 2
     assert t4.points.shape == (2, 4, 256)
 
 

@@ -59,14 +59,19 @@ class DataError(DmgdError):
 class RealImages:
     """Preprocessed real images of a classification set.
 
-    images: float32 [N, C, H, W] in [-1, 1]; labels: int64 [N] (index into class_names);
+    images: float32 [N, C, H, W] in [-1, 1], or None for a folder that is streamed
+    (`scan_image_folder`: its images are decoded a batch at a time when they are encoded);
+    labels: int64 [N] (index into class_names);
     class_names: sorted directory names (or "0".."9" for the digits); paths: each image's
     path relative to `root` (posix); fingerprint: sha256 hex of the data and its
     preprocessing; root: the folder read (None for an embedded data set); source: how
     manifests name an embedded set (None for a folder: its root names it).
+    A streamed folder also has: class_fingerprints (one sha256 a class, over the
+    preprocessing and its files' names and bytes), image_size / channels (the
+    preprocessing) and pixel_shape (C, H, W of a decoded image).
     """
 
-    images: torch.Tensor = field(repr=False)
+    images: torch.Tensor | None = field(repr=False)
     labels: torch.Tensor = field(repr=False)
     class_names: tuple[str, ...]
     paths: tuple[str, ...] = field(repr=False)
@@ -75,6 +80,25 @@ class RealImages:
     # what reading changed, e.g. {"RGB -> L": 1437, "28x28 -> 8x8": 1437}: image counts
     conversions: Mapping[str, int] = field(factory=dict)
     source: str | None = None
+    class_fingerprints: tuple[str, ...] = field(default=(), repr=False)
+    image_size: int | None = None
+    channels: int | None = None
+    pixel_shape: tuple[int, int, int] | None = None
+
+    @property
+    def streamed(self) -> bool:
+        return self.images is None
+
+    def class_fingerprint(self, c: int) -> str:
+        """sha256 hex naming class c's images and their preprocessing (what keys its
+        latents in the cache): a streamed folder's own, else derived from the data's."""
+        if self.class_fingerprints:
+            return self.class_fingerprints[int(c)]
+        return hashlib.sha256(f"{self.fingerprint}\0class={int(c)}".encode()).hexdigest()
+
+    def class_files(self, c: int) -> list[str]:
+        """Absolute paths of a streamed folder's class c images, in order."""
+        return [os.path.join(str(self.root), self.paths[int(i)]) for i in self.class_indices(c).tolist()]
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -85,6 +109,8 @@ class RealImages:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        if self.images is None:
+            return self.pixel_shape  # type: ignore[return-value]
         return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
 
     def class_counts(self) -> tuple[int, ...]:
@@ -321,6 +347,106 @@ def _read_images(root: Path, files: list[Path], rel: list[str], image_size: int 
     return arrays, h.hexdigest(), conversions
 
 
+def scan_image_folder(
+    root: str | os.PathLike[str],
+    image_size: int | None = None,
+    channels: int = 3,
+    num_classes: int | None = None,
+    *,
+    workers: int | None = None,
+) -> RealImages:
+    """An ImageFolder as a streamed RealImages (`images` None): the listing, the labels, the
+    fingerprint (the same as `load_image_folder`'s), one fingerprint a class, and the
+    conversions reading will make (from each file's header). Memory: a chunk of files at a
+    time. The pixels are decoded later, a batch at a time (`dmgd.data.latent_cache`); a file
+    that PIL cannot identify is a DataError now, one that fails to decode then."""
+    import torch
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels!r}")
+    if image_size is not None and int(image_size) < 1:
+        raise ValueError(f"image_size must be positive, not {image_size!r}")
+    root = Path(root).expanduser()
+    dirs, files, labels = _listing(root, num_classes)
+    rel = [p.relative_to(root).as_posix() for p in files]
+    fingerprint, per_class, conversions, size = _scan_files(root, files, rel, labels, image_size, channels, workers)
+    _report_conversions(root, conversions, len(files))
+    h, w = (image_size, image_size) if image_size is not None else (size[1], size[0])
+    return RealImages(
+        images=None, labels=torch.tensor(labels, dtype=torch.long), class_names=tuple(d.name for d in dirs),
+        paths=tuple(rel), fingerprint=fingerprint, root=str(root), conversions=conversions,
+        class_fingerprints=per_class, image_size=image_size, channels=channels, pixel_shape=(channels, h, w),
+    )
+
+
+SCAN_CHUNK = 64  # files read ahead at a time: memory stays flat in the data's size
+
+
+def _scan_files(root: Path, files: list[Path], rel: list[str], labels: list[int], image_size: int | None,
+                channels: int, workers: int | None) -> tuple[str, tuple[str, ...], dict[str, int], tuple[int, int]]:
+    """(the data's fingerprint, each class's, the conversions with counts, the first image's
+    (width, height)), reading each file's bytes once and its header only."""
+    head = f"{FINGERPRINT_VERSION}\0size={image_size}\0channels={channels}\0".encode()
+    whole = hashlib.sha256(head)
+    per_class = [hashlib.sha256(b"class\0" + head) for _ in range(max(labels) + 1 if labels else 0)]
+    conversions: dict[str, int] = {}
+    first: tuple[int, int] | None = None
+
+    def read(p: Path) -> tuple[bytes, tuple[int, int], tuple[str, ...]]:
+        data = _read_bytes(p)
+        return data, *_header(data, p, image_size, channels)
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(files), SCAN_CHUNK):
+            chunk = slice(start, start + SCAN_CHUNK)
+            for r, c, (data, size, changes) in zip(rel[chunk], labels[chunk], pool.map(read, files[chunk])):
+                for change in changes:
+                    conversions[change] = conversions.get(change, 0) + 1
+                first = first or size
+                if image_size is None and size != first:
+                    raise DataError(
+                        f"Image {root / r} is {size[0]}x{size[1]}, but {root / rel[0]} is {first[0]}x{first[1]}: "
+                        "images of different sizes need a common image_size (the model's resolution) "
+                        "to be centre-cropped to.")
+                entry = r.encode("utf-8") + b"\0" + len(data).to_bytes(8, "little")
+                for h in (whole, per_class[c]):
+                    h.update(entry)
+                    h.update(data)
+    return whole.hexdigest(), tuple(h.hexdigest() for h in per_class), conversions, first or (0, 0)
+
+
+def _read_bytes(p: Path) -> bytes:
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise DataError(f"Cannot read {p}: {e}. Check the file's permissions.") from None
+
+
+def _header(data: bytes, path: Path, image_size: int | None, channels: int) -> tuple[tuple[int, int], tuple[str, ...]]:
+    """((width, height), the conversions reading makes) from an image's header alone."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size, _conversions(img, image_size, channels)
+    except Exception as e:  # UnidentifiedImageError, or a header PIL cannot parse
+        raise DataError(f"{path} is not a readable image ({type(e).__name__}): the file is corrupt or not an "
+                        "image; replace it or move it out of the data folder.") from None
+
+
+def decode_file(path: str, image_size: int | None, channels: int) -> np.ndarray:
+    """One image file -> uint8 [H, W, C], preprocessed as `load_image_folder` does."""
+    return _decode(_read_bytes(Path(path)), Path(path), image_size, channels)
+
+
+def as_model_input(arrays: Any) -> torch.Tensor:
+    """uint8 [N, H, W, C] -> float32 [N, C, H, W] in [-1, 1] (x / 127.5 - 1)."""
+    import torch
+
+    stacked = torch.as_tensor(np.asarray(arrays))
+    return stacked.permute(0, 3, 1, 2).to(torch.float32).div_(127.5).sub_(1.0).contiguous()
+
+
 def embedded_real_images(name: str = "digits", split: str = "train") -> RealImages:
     """An embedded data set's split as RealImages ("digits": [1437, 1, 8, 8] for train,
     "corners": [1437, 1, 16, 16]; classes "0".."9"; `source` names it, `root` is None)."""
@@ -357,12 +483,14 @@ def real_data_for(
     channels: int | None = None,
     num_classes: int | None = None,
     default: str | None = None,
+    streamed: bool = False,
 ) -> RealImages:
     """The real data of a run: the ImageFolder `data`, or an embedded data set's train
     split: `data` "digits" / "corners" (unless a directory of that name exists), or, with
     `data` None, `default` (the model's default data: `Backbone.default_data`; None: the
     digits). image_size / channels / num_classes: what the model needs (checked for an
-    embedded set, applied to a folder; channels defaults to 3 for a folder)."""
+    embedded set, applied to a folder; channels defaults to 3 for a folder). streamed: a
+    folder is scanned, not decoded (`scan_image_folder`)."""
     from dmgd.data.embedded import DEFAULT_DATA, is_embedded_name
 
     if data is None or is_embedded_name(data):
@@ -386,4 +514,5 @@ def real_data_for(
                 f"pass {option('data')} with a folder of the model's classes."
             )
         return real
-    return load_image_folder(data, image_size=image_size, channels=channels or 3, num_classes=num_classes)
+    read = scan_image_folder if streamed else load_image_folder
+    return read(data, image_size=image_size, channels=channels or 3, num_classes=num_classes)

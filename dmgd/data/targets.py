@@ -13,27 +13,26 @@ mean instead of `latent_dist.sample()`, no random horizontal flip, seeded k-mean
 Targets are cached on disk as safetensors, one file per key (data fingerprint, model
 weights hash, K, seed, n_init, latent shape, encoder). The metadata records the key; a load
 checks it and the tensors' shapes, and a stale, foreign or corrupt file is logged and
-rebuilt. Files are written atomically (temp file + rename). A latent model's encoded
-latents are cached too (keyed without K and seed). The cache directory is `cache_dir`, else
-`$DMGD_CACHE_DIR`, else `~/.cache/dmgd/targets`.
+rebuilt. The encoded real images live in the latent cache (`dmgd.data.latent_cache`: one
+file a class, written as each class is encoded), and the k-means reads one class at a time
+from it: memory stays flat in the data's size. Every file is written atomically. The cache
+directory is `cache_dir`, else `$DMGD_CACHE_DIR`, else `~/.cache/dmgd/targets`.
 
-Sharded builds (torchrun): `build_targets(..., classes=mine, gather=all_gather)` runs the
-k-means of this rank's classes only and exchanges the rows, so every rank ends with the
-targets a single process builds, bit for bit (a latent model encodes only the fixed batches
-of `batch_size` images that hold its classes, the same batches a full encode runs). Only
-complete targets are ever cached, under the same key as a single-process build, and only
-by the rank passing `write_cache=True`; a sharded encode is not cached.
+Sharded builds (torchrun): `build_targets(..., classes=mine, gather=all_gather)` encodes and
+clusters this rank's classes only and exchanges the rows, so every rank ends with the
+targets a single process builds, bit for bit (a class is encoded in batches of its own
+images, whatever the other classes). Only complete targets are ever cached, under the same
+key as a single-process build, and only by the rank passing `write_cache=True`; each rank
+writes the latents of its own classes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -41,6 +40,8 @@ import numpy as np
 from attrs import field, frozen
 
 from dmgd.data.images import DataError, RealImages, real_data_for
+from dmgd.data.latent_cache import (DEFAULT_BATCH_SIZE, STATS, LatentCache, encode, encoder_name, key_text,
+                                    load_entry, pixel_shape, save_entry)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -49,11 +50,7 @@ log = logging.getLogger("dmgd.targets")
 
 TARGETS_VERSION = "dmgd-targets-v1"
 DEFAULT_N_INIT = 4
-DEFAULT_BATCH_SIZE = 32
-
-# What the last calls did (for tests and benchmarks): kmeans fits, encodes, cache hits,
-# cache misses, rebuilt (stale or corrupt) files.
-STATS: Counter[str] = Counter()
+__all__ = ["STATS", "ClassTargets", "build_targets", "encode", "kmeans_class", "pixel_shape"]
 
 
 @frozen(eq=False)
@@ -63,8 +60,8 @@ class ClassTargets:
     points: float32 [C, K, F] flattened latents (k-means centroids), mass-descending;
     masses: float32 [C, K] cluster shares (rows sum to 1); class_sizes: images per class;
     kmeans_seconds: wall time of each class's k-means when the targets were built (read
-    back from the cache on a hit); encode_seconds: time spent encoding the real images for
-    this call (0 on a cache hit); from_cache / cache_path: where the numbers came from.
+    back from the cache on a hit); encode_seconds: time spent encoding the real images (or
+    reading their cached latents) for this call (0 on a targets-cache hit); from_cache / cache_path: where the numbers came from.
     """
 
     k: int
@@ -98,21 +95,7 @@ class ClassTargets:
         }
 
 
-# --------------------------------------------------------------------------- encoding
-
-
-def _encoder_name(backbone: Any) -> str:
-    return "pixels" if getattr(backbone, "vae", None) is None else "vae-mean"
-
-
-def pixel_shape(backbone: Any) -> tuple[int, int, int]:
-    """(C, H, W) of the real images the backbone's targets need."""
-    c, h, w = (int(s) for s in backbone.latent_shape)
-    vae = getattr(backbone, "vae", None)
-    if vae is None:
-        return (c, h, w)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    return (int(vae.config.in_channels), h * factor, w * factor)
+# --------------------------------------------------------------------------- real data
 
 
 def real_data_for_backbone(data: str | os.PathLike[str] | None, backbone: Any) -> RealImages:
@@ -121,49 +104,7 @@ def real_data_for_backbone(data: str | os.PathLike[str] | None, backbone: Any) -
     is "digits", the corners model's "corners"; None: the digits)."""
     c, h, w = pixel_shape(backbone)
     return real_data_for(data, image_size=h if h == w else None, channels=c,
-                         default=getattr(backbone, "default_data", None))
-
-
-def encode(backbone: Any, images: torch.Tensor, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
-    """Real images [N, C, H, W] in [-1, 1] -> flattened float32 latents [N, F] on the CPU.
-
-    Latent models: `vae.encode(x).latent_dist.mean * vae_scale` (no sampling); pixel models:
-    the images themselves. Raises DataError when the images do not fit the model.
-    """
-    import torch
-
-    latent_shape = tuple(int(s) for s in backbone.latent_shape)
-    vae = getattr(backbone, "vae", None)
-    n = int(images.shape[0])
-    if vae is None:
-        if tuple(images.shape[1:]) != latent_shape:
-            raise DataError(
-                f"The real images are {tuple(images.shape[1:])} (C, H, W) but the pixel model "
-                f"{getattr(backbone, 'model_id', '?')} denoises {latent_shape}: use data of the "
-                "model's resolution and channels."
-            )
-        return images.reshape(n, -1).to(torch.float32).cpu()
-    want = pixel_shape(backbone)
-    if int(images.shape[1]) != want[0]:
-        raise DataError(
-            f"The real images have {int(images.shape[1])} channel(s), the VAE of "
-            f"{getattr(backbone, 'model_id', '?')} reads {want[0]}."
-        )
-    param = next(vae.parameters())
-    out = []
-    with torch.no_grad():
-        for i in range(0, n, int(batch_size)):
-            x = images[i:i + int(batch_size)].to(device=param.device, dtype=param.dtype)
-            z = vae.encode(x).latent_dist.mean * float(backbone.vae_scale)
-            if tuple(z.shape[1:]) != latent_shape:
-                raise DataError(
-                    f"The real images {tuple(images.shape[1:])} encode to latents {tuple(z.shape[1:])}, "
-                    f"but the model denoises {latent_shape}: centre-crop the data to "
-                    f"{want[1]}x{want[2]} (image_size={want[1]})."
-                )
-            out.append(z.to(torch.float32).reshape(z.shape[0], -1).cpu())
-    STATS["encode"] += 1
-    return torch.cat(out) if out else torch.zeros(0, int(np.prod(latent_shape)))
+                         default=getattr(backbone, "default_data", None), streamed=True)
 
 
 # --------------------------------------------------------------------------- k-means
@@ -219,61 +160,22 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "dmgd" / "targets"
 
 
-def _key_text(key: dict[str, Any]) -> str:
-    return json.dumps(key, sort_keys=True, separators=(",", ":"))
-
-
 def _key_path(cache_dir: Path, prefix: str, key: dict[str, Any]) -> Path:
-    digest = hashlib.sha256(_key_text(key).encode()).hexdigest()[:24]
-    k = key.get("k")
-    return cache_dir / (f"{prefix}-k{k}-{digest}.safetensors" if k is not None else f"{prefix}-{digest}.safetensors")
-
-
-def _save(path: Path, tensors: dict[str, torch.Tensor], key: dict[str, Any], extra: dict[str, Any]) -> None:
-    from safetensors.torch import save
-
-    from dmgd.data.atomic import atomic_write_bytes
-
-    meta = {"key": _key_text(key), **{k: json.dumps(v) for k, v in extra.items()}}
-    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta)
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as e:  # a read-only or full cache is not fatal: the run goes on
-        log.warning("could not write the targets cache %s: %s", path, e)
-
-
-def _load(path: Path, key: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The tensors and decoded metadata of a cache file whose key matches, else None (and
-    a log line saying why, when a file was there)."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("key") != _key_text(key):
-                log.warning("targets cache %s was made for another key; rebuilding", path)
-                STATS["rebuilt"] += 1
-                return None
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-        extra = {k: json.loads(v) for k, v in meta.items() if k != "key"}
-    except Exception as e:  # truncated file, bad header, bad JSON...
-        log.warning("targets cache %s is unreadable (%s: %s); rebuilding", path, type(e).__name__, e)
-        STATS["rebuilt"] += 1
-        return None
-    return tensors, extra
+    digest = hashlib.sha256(key_text(key).encode()).hexdigest()[:24]
+    return cache_dir / f"{prefix}-k{key['k']}-{digest}.safetensors"
 
 
 def _base_key(backbone: Any, real: RealImages) -> dict[str, Any]:
+    precision = str(getattr(backbone, "precision", "fp32"))
     return {
         "version": TARGETS_VERSION,
         "data": real.fingerprint,
         "weights": str(getattr(backbone, "weights_sha256", "")),
         "latent_shape": [int(s) for s in backbone.latent_shape],
-        "encoder": _encoder_name(backbone),
+        "encoder": encoder_name(backbone),
         "vae_scale": float(getattr(backbone, "vae_scale", 1.0)),
         "num_classes": real.num_classes,
+        **({"precision": precision} if precision != "fp32" else {}),  # fp32 keeps the keys it always had
     }
 
 
@@ -294,56 +196,15 @@ def _valid_targets(t: dict[str, torch.Tensor], extra: dict[str, Any], c: int, k:
     return None
 
 
-def _encode_rows(backbone: Any, real: RealImages, rows: np.ndarray, batch_size: int) -> torch.Tensor:
-    """Latents [N, F] of the images in `rows` (zeros elsewhere), encoded in exactly the
-    batches a full `encode` uses, so that they are bit-identical to it."""
-    import torch
+@frozen(eq=False)
+class _Plan:
+    """One K's targets: its key and file, what the cache held, and whether every rank hit."""
 
-    n, b = len(real), int(batch_size)
-    z = torch.zeros(n, int(np.prod(backbone.latent_shape)))
-    wanted = np.zeros(n, dtype=bool)
-    wanted[rows] = True
-    for start in range(0, n, b):
-        if wanted[start:start + b].any():
-            z[start:start + b] = encode(backbone, real.images[start:start + b], b)
-    return z
-
-
-def _latents(backbone: Any, real: RealImages, cache_dir: Path | None, batch_size: int,
-             rows: np.ndarray | None = None) -> tuple[torch.Tensor, float]:
-    """Encoded latents [N, F] (cached for latent models) and the seconds spent encoding.
-    rows: only these images are needed (a sharded build): encoded, not cached, unless the
-    cache has them all."""
-    import torch
-
-    if getattr(backbone, "vae", None) is not None and rows is not None and cache_dir is None:
-        t0 = time.perf_counter()
-        return _encode_rows(backbone, real, rows, batch_size), time.perf_counter() - t0
-    if getattr(backbone, "vae", None) is None or cache_dir is None:
-        t0 = time.perf_counter()
-        z = encode(backbone, real.images, batch_size)
-        return z, time.perf_counter() - t0
-    key = {**_base_key(backbone, real), "kind": "latents", "n": len(real)}
-    path = _key_path(cache_dir, "latents", key)
-    hit = _load(path, key)
-    if hit is not None:
-        z = hit[0].get("latents")
-        f = int(np.prod(backbone.latent_shape))
-        if z is not None and tuple(z.shape) == (len(real), f) and bool(torch.isfinite(z).all()):
-            STATS["latents_hit"] += 1
-            return z, 0.0
-        log.warning("latents cache %s has the wrong shape; rebuilding", path)
-        STATS["rebuilt"] += 1
-    t0 = time.perf_counter()
-    if rows is not None:
-        return _encode_rows(backbone, real, rows, batch_size), time.perf_counter() - t0
-    z = encode(backbone, real.images, batch_size)
-    seconds = time.perf_counter() - t0
-    _save(path, {"latents": z}, key, {"encode_seconds": seconds})
-    return z, seconds
-
-
-# --------------------------------------------------------------------------- targets
+    k: int
+    key: dict[str, Any]
+    path: Path | None
+    cached: ClassTargets | None
+    hit: bool
 
 
 def build_targets(
@@ -359,52 +220,77 @@ def build_targets(
     classes: Iterable[int] | None = None,
     gather: Callable[[Any], list[Any]] | None = None,
     write_cache: bool = True,
+    workers: int | None = None,
+    progress: bool = False,
 ) -> dict[int, ClassTargets]:
     """{K: ClassTargets} for every K in `ks`, for every class of `real` (row c = class c):
-    from the cache when its key matches, else the real images encoded once and each class's
-    k-means, then cached. DataError when a class has fewer images than K.
+    from the cache when its key matches, else each class's latents (encoded into the latent
+    cache first, a class at a time, with a progress bar when `progress`) and its k-means,
+    one class at a time, then cached. DataError when a class has fewer images than K.
 
     Sharded (every rank calls it): `classes` are this process's, `gather(obj)` returns every
     process's `obj` in rank order (`Context.all_gather`); every rank gets the full targets.
     With `classes` and no `gather`, only those rows are filled and nothing is cached.
-    `write_cache=False`: read the cache, never write it.
+    `write_cache=False`: read the targets cache, never write it. workers: the DataLoader's
+    (None: `latent_cache.default_workers()`).
     """
     wanted = sorted({int(k) for k in ks})
     _check_k_fits(real, wanted)
     cdir = None if not use_cache else Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    C = real.num_classes
-    mine = _my_classes(classes, C)
+    mine = _my_classes(classes, real.num_classes)
     base = _base_key(backbone, real)
     feat = int(np.prod(backbone.latent_shape))
-    labels = real.labels.numpy()
-    encoded: list[Any] = []  # the real latents, encoded at most once: [(latents, seconds)]
-    out: dict[int, ClassTargets] = {}
-    for k in wanted:
-        key = {**base, "kind": "targets", "k": k, "seed": int(seed), "n_init": int(n_init)}
-        path = _key_path(cdir, "targets", key) if cdir is not None else None
-        cached = _cached_targets(path, key, C, k, feat)
-        # Sharded: the ranks agree on hit or miss (their caches may differ), so that all
-        # of them take part in the same exchanges.
-        if cached is not None and (gather is None or all(gather(True))):
-            out[k] = cached
-            continue
-        if cached is None and gather is not None:
-            gather(False)
+    plans = [_plan(k, base, int(seed), int(n_init), cdir, real.num_classes, feat, gather) for k in wanted]
+    out = {p.k: p.cached for p in plans if p.hit}
+    todo = [p for p in plans if not p.hit]
+    if todo:
+        latents = LatentCache(backbone, real, cdir, batch_size, workers)
+        encode_seconds = latents.fill(mine, progress) if any(p.cached is None for p in todo) else 0.0
+        rows, read_seconds = _class_rows(latents, mine, todo, int(seed), int(n_init))
+        for p in todo:
+            if gather is not None:
+                for part in gather(rows[p.k]):
+                    rows[p.k].update(part)
+            out[p.k] = _assembled(rows[p.k], real, p.k, feat, p.key, p.path, encode_seconds + read_seconds,
+                                  write_cache)
+    return {k: out[k] for k in wanted}  # type: ignore[misc]
+
+
+def _plan(k: int, base: dict[str, Any], seed: int, n_init: int, cdir: Path | None, C: int, feat: int,
+          gather: Callable[[Any], list[Any]] | None) -> _Plan:
+    """K's key, file and cached targets. Sharded, the ranks agree on hit or miss (their
+    caches may differ), so that all of them take part in the same exchanges."""
+    key = {**base, "kind": "targets", "k": k, "seed": seed, "n_init": n_init}
+    path = _key_path(cdir, "targets", key) if cdir is not None else None
+    cached = _cached_targets(path, key, C, k, feat)
+    if gather is None:
+        hit = cached is not None
+    else:
+        hit = all(gather(cached is not None))
+    if not hit:
         STATS["miss"] += 1
-        this_encode = 0.0
-        if cached is not None:  # a rank with a hit serves its classes from it
-            rows = {c: (cached.points[c].numpy(), cached.masses[c].numpy(), cached.kmeans_seconds[c]) for c in mine}
-        else:
-            if not encoded:
-                need = np.flatnonzero(np.isin(labels, mine)) if len(mine) < C else None
-                encoded.append(_latents(backbone, real, cdir, batch_size, need))
-                this_encode = encoded[0][1]
-            rows = _kmeans_rows(encoded[0][0].numpy(), labels, mine, k, seed, n_init)
-        if gather is not None:
-            for part in gather(rows):
-                rows.update(part)
-        out[k] = _assembled(rows, real, k, feat, key, path, this_encode, write_cache)
-    return out
+    return _Plan(k, key, path, cached, hit)
+
+
+def _class_rows(latents: LatentCache, mine: list[int], todo: list[_Plan], seed: int, n_init: int
+                ) -> tuple[dict[int, dict[int, tuple[np.ndarray, np.ndarray, float]]], float]:
+    """Each K's rows {class: (centroids, masses, seconds)} for this rank's classes, reading
+    one class's latents at a time (a rank whose cache had K serves its rows from it); and
+    the seconds spent reading (or, without a cache, encoding) the latents."""
+    rows: dict[int, dict[int, tuple[np.ndarray, np.ndarray, float]]] = {p.k: {} for p in todo}
+    seconds = 0.0
+    for c in mine:
+        z = None
+        for p in todo:
+            if p.cached is not None:
+                rows[p.k][c] = (p.cached.points[c].numpy(), p.cached.masses[c].numpy(), p.cached.kmeans_seconds[c])
+                continue
+            if z is None:
+                tic = time.perf_counter()
+                z = latents.class_latents(c).numpy()
+                seconds += time.perf_counter() - tic
+            rows[p.k][c] = kmeans_class(z, p.k, class_seed(seed, c), n_init)
+    return rows, seconds
 
 
 def _my_classes(classes: Iterable[int] | None, C: int) -> list[int]:
@@ -412,12 +298,6 @@ def _my_classes(classes: Iterable[int] | None, C: int) -> list[int]:
     if any(not 0 <= c < C for c in mine):
         raise ValueError(f"classes must lie in 0..{C - 1}, not {mine}")
     return mine
-
-
-def _kmeans_rows(z: np.ndarray, labels: np.ndarray, mine: list[int], k: int, seed: int,
-                 n_init: int) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
-    """Each of `mine`'s k-means (centroids, masses, seconds) on its rows of the latents z."""
-    return {c: kmeans_class(z[labels == c], k, class_seed(seed, c), n_init) for c in mine}
 
 
 def _check_k_fits(real: RealImages, wanted: list[int]) -> None:
@@ -439,7 +319,7 @@ def _check_k_fits(real: RealImages, wanted: list[int]) -> None:
 
 def _cached_targets(path: Path | None, key: dict[str, Any], C: int, k: int, feat: int) -> ClassTargets | None:
     """The cache's targets for `key` when the file holds them whole, else None (logged)."""
-    hit = _load(path, key) if path is not None else None
+    hit = load_entry(path, key) if path is not None else None
     if hit is None:
         return None
     tensors, extra = hit
@@ -476,7 +356,7 @@ def _assembled(rows: dict[int, tuple[np.ndarray, np.ndarray, float]], real: Real
         cache_path=str(path) if path is not None and complete else None, key=key,
     )
     if path is not None and complete and write_cache:
-        _save(path, {"points": t.points, "masses": t.masses}, key,
+        save_entry(path, {"points": t.points, "masses": t.masses}, key,
               {"kmeans_seconds": list(seconds), "class_sizes": list(t.class_sizes),
                "encode_seconds": encode_seconds})
     return t

@@ -57,6 +57,9 @@ SETTING_SPECS: tuple[ParamSpec, ...] = (
               "step: rho is the strength at each step; total: each energy rule's rho is rescaled so that its "
               "total push sum(rho * sigma_t) equals that of the recipe's own sampler at `steps` steps",
               choices=("step", "total")),
+    ParamSpec("precision", "choice", "fp32",
+              "fp32, or bf16 / fp16: the denoiser and the VAE run under autocast (guidance maths and Sinkhorn "
+              "stay fp32)", choices=("fp32", "bf16", "fp16")),
 )
 
 SETTING_NAMES = tuple(spec.name for spec in SETTING_SPECS)
@@ -82,15 +85,16 @@ class Settings:
     cfg_channels: int = 0
     reference: str | None = None
     push: str = "step"
+    precision: str = "fp32"
 
     def replace(self, **changes: Any) -> Settings:
         return evolve(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting; `reference` and `push` only when set (opt-in: a recipe without them
-        records the same settings as before they existed, so its runs still resume)."""
+        """Every setting; `reference`, `push` and `precision` only when set (opt-in: a recipe
+        without them records the same settings as before they existed, so its runs still resume)."""
         out = asdict(self)
-        for name, default in (("reference", None), ("push", "step")):
+        for name, default in (("reference", None), ("push", "step"), ("precision", "fp32")):
             if out[name] == default:
                 del out[name]
         return out

@@ -54,11 +54,11 @@ def load_model(request: RunRequest, device: str) -> Model:
     """The frozen backbone of `settings.model`, and the recipe compiled at its noise levels
     (and, with the recipe's `reference`, its windows carried to the model's latent size)."""
     from dmgd.api import compile as compile_recipe
-    from dmgd.sampling.backbones import load_backbone
+    from dmgd.sampling.backbones import load_backbone, with_precision
     from dmgd.sampling.schedulers import noise_levels
 
     tic = time.perf_counter()
-    backbone = load_backbone(request.settings.model, device=device)
+    backbone = with_precision(load_backbone(request.settings.model, device=device), request.settings.precision)
     noise = noise_levels(request.settings.sampler, request.num_steps,
                          scheduler_config=dict(backbone.scheduler_config or {}) or None)
     schedule = compile_recipe(request.recipe, steps=request.steps, sampler=request.sampler,
@@ -86,13 +86,13 @@ def read_real_data(request: RunRequest, model: Model, ctx: Any) -> tuple[Any, tu
     """(real data, class ids, block size, every block, this rank's blocks)."""
     from dmgd.data.store import check_class_names
     from dmgd.data.targets import real_data_for_backbone
-    from dmgd.distributed import blocks_of_rank, class_blocks, default_block_size
+    from dmgd.distributed import blocks_of_rank, class_blocks
 
     real = real_data_for_backbone(model.schedule.settings.data, model.backbone)
     check_class_names(real.class_names)
     class_ids = map_classes(real.class_names, model.backbone)
     C = len(class_ids)
-    block_size = request.batch_size or default_block_size(C)
+    block_size = request.batch_size or recorded_block_size(request) or memory_block_size(C, model.backbone, ctx)
     blocks = class_blocks(C, block_size)
     my_blocks = blocks_of_rank(blocks, ctx.rank, ctx.world_size)
     if ctx.distributed and len(blocks) < ctx.world_size and ctx.is_main:
@@ -100,6 +100,57 @@ def read_real_data(request: RunRequest, model: Model, ctx: Any) -> tuple[Any, tu
                     "%s %d or less to use them all", ctx.world_size, len(blocks), len(blocks),
                     option("batch"), max(1, C // ctx.world_size))
     return real, class_ids, block_size, blocks, my_blocks
+
+
+def recorded_block_size(request: RunRequest) -> int | None:
+    """A resumed run's block size, as its manifest records it (the choice from free GPU
+    memory is made once, when the run starts, so that a resume on another GPU samples the
+    same blocks)."""
+    import json
+
+    if request.mode != "resume":
+        return None
+    try:
+        identity = json.loads((request.out / "manifest.json").read_text()).get("identity", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    size = identity.get("block_size") if isinstance(identity, dict) else None
+    return int(size) if isinstance(size, int) and size >= 1 else None
+
+
+# Greedy matching samples a block's classes as one batch: 2 rows a class (CFG), each with its
+# activations kept for the energies' gradients; the probe measures one row's peak memory,
+# and a block takes at most this share of the free memory.
+MEMORY_SHARE = 0.6
+ROWS_PER_CLASS = 2
+
+
+def block_size_for_memory(num_classes: int, free_bytes: int, bytes_per_class: int) -> int:
+    """The default block size (`default_block_size`), cut to what fits in MEMORY_SHARE of
+    `free_bytes`; at least 1."""
+    from dmgd.distributed import default_block_size
+
+    fits = int(MEMORY_SHARE * free_bytes) // max(1, int(bytes_per_class))
+    return max(1, min(default_block_size(num_classes), fits))
+
+
+def memory_block_size(num_classes: int, backbone: Any, ctx: Any) -> int:
+    """Classes a block holds when `--batch` is not given: on the CPU `default_block_size`;
+    on a GPU also no more than its free memory holds (every rank agrees on the smallest)."""
+    from dmgd.distributed import default_block_size
+    from dmgd.sampling.backbones import probe_row_bytes
+
+    device = next(backbone.transformer.parameters()).device
+    if device.type != "cuda":
+        return default_block_size(num_classes)
+    import torch
+
+    per_class = ROWS_PER_CLASS * probe_row_bytes(backbone)
+    size = block_size_for_memory(num_classes, int(torch.cuda.mem_get_info(device)[0]), per_class)
+    size = min(ctx.all_gather(size))
+    log.info("block size %d: %d classes sampled together (about %.0f MiB a class, %.0f MiB free)", size, size,
+             per_class / 2**20, torch.cuda.mem_get_info(device)[0] / 2**20)
+    return size
 
 
 def build_run_targets(request: RunRequest, model: Model, ctx: Any, reporter: Any) -> Targets:
@@ -117,7 +168,8 @@ def build_run_targets(request: RunRequest, model: Model, ctx: Any, reporter: Any
     k_report = report_k(schedule, min(real.class_counts()))
     built = build_targets(model.backbone, real, target_ks(schedule) | {k_report}, seed=schedule.settings.seed,
                           cache_dir=request.cache_dir, classes=list(mine) if ctx.distributed else None,
-                          gather=ctx.all_gather if ctx.distributed else None, write_cache=ctx.is_main)
+                          gather=ctx.all_gather if ctx.distributed else None, write_cache=ctx.is_main,
+                          progress=ctx.is_main)
     tables = {k: TargetTable(t.points, t.masses, class_ids) for k, t in built.items()}
     return Targets(real=real, class_ids=class_ids, block_size=block_size, blocks=tuple(blocks),
                    my_blocks=tuple(my_blocks), mine=mine, built=built, tables=tables, report_k=k_report,

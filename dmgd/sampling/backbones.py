@@ -36,7 +36,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from dmgd.errors import DmgdError
 from dmgd.sampling.schedulers import DEFAULT_SCHEDULER_CONFIG
@@ -98,6 +98,9 @@ class Backbone:
     learned_sigma: bool  # out_channels == 2 * in_channels
     class_names: tuple[str, ...] | None = None
     default_data: str | None = None  # an embedded model's real data ("digits" / "corners"); None: no default
+    vae_sha256: str | None = None  # the VAE's own weights (keys the latent cache); None: a pixel model
+    precision: str = "fp32"  # "bf16" / "fp16": the transformer and the VAE run under autocast
+
 
     @property
     def is_pixel(self) -> bool:
@@ -398,9 +401,69 @@ def load_backbone(model: str | Path | None = None, device: Any = "cpu",
         learned_sigma=int(transformer.out_channels) == 2 * in_ch,
         class_names=_class_names(root, tcfg, num_classes),
         default_data=_default_data(model_id),
+        vae_sha256=weights_sha256(root / "vae") if vae is not None else None,
     )
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def with_precision(backbone: Backbone, precision: str) -> Backbone:
+    """The backbone with its transformer's forward and its VAE's encode and decode under
+    torch.autocast in `precision` ("fp32": as it is). Weights stay float32 and every
+    caller casts what it reads back to float32, so the guidance maths and Sinkhorn stay
+    float32; only the matrix products and convolutions of the networks run in 16 bits.
+    Mutates the backbone's modules: call it once on a freshly loaded backbone."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise BackboneError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32":
+        return backbone
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    device_type = next(backbone.transformer.parameters()).device.type
+    backbone.transformer.forward = _autocast(backbone.transformer.forward, device_type, dtype)
+    if backbone.vae is not None:
+        backbone.vae.encode = _autocast(backbone.vae.encode, device_type, dtype)
+        backbone.vae.decode = _autocast(backbone.vae.decode, device_type, dtype)
+    return evolve(backbone, precision=precision)
+
+
+def _autocast(fn: Any, device_type: str, dtype: Any) -> Any:
+    import functools
+
+    import torch
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device_type=device_type, dtype=dtype):
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def _default_data(model_id: str) -> str | None:
     name = embedded_model_name(model_id)
     return EMBEDDED_MODELS[name][1] if name is not None else None
+
+
+def probe_row_bytes(backbone: Backbone, rows: int = 4) -> int:
+    """Peak GPU memory a batch row of the transformer takes: one forward with gradients to
+    its input and one backward, on `rows` random rows, under the backbone's precision."""
+    import torch
+
+    transformer = backbone.transformer
+    device = next(transformer.parameters()).device
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    z = torch.randn(rows, *backbone.latent_shape, device=device, requires_grad=True)
+    t = torch.full((rows,), 500, device=device, dtype=torch.long)
+    y = torch.zeros(rows, device=device, dtype=torch.long)
+    with torch.enable_grad():
+        transformer(z, timestep=t, class_labels=y).sample.float().square().mean().backward()
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del z
+    torch.cuda.empty_cache()
+    return max(1, peak // rows)
+
