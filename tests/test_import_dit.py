@@ -163,6 +163,17 @@ def test_non_tensor_content_is_named(tmp_path, weights):
         import_dit(tmp_path / "list.pt", tmp_path / "model", vae="none", heads=HEADS)
 
 
+def test_a_state_dict_saved_from_ddp_or_torch_compile_imports(tmp_path, weights):
+    wrapped = {f"module._orig_mod.{k}": v for k, v in weights["plain"].items()}
+    torch.save(wrapped, tmp_path / "ddp.pt")
+    torch.save(weights["plain"], tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    x, t, y = _inputs([193, 1000])
+    for name in ("ddp", "legacy"):
+        import_dit(tmp_path / f"{name}.pt", tmp_path / name, vae="none", heads=HEADS)
+        got = _imported_output(tmp_path / name, x, t, y)
+        assert float((got - _reference_output(weights["plain"], x, t, y)).abs().max()) <= TOLERANCE
+
+
 def test_a_training_checkpoint_without_the_asked_weights_says_which_to_pass(tmp_path, weights):
     torch.save({"model": weights["plain"], "opt": {}}, tmp_path / "no-ema.pt")
     with pytest.raises(CheckpointError, match="without 'ema' weights.*--weights model"):

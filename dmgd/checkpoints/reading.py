@@ -60,7 +60,12 @@ def load_checkpoint(path: str | Path) -> Any:
         return load_file(str(path))
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            try:  # mapped, not read: a training checkpoint's optimizer state never enters memory
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:
+                if "mmap" not in str(error):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)  # the legacy format
     except pickle.UnpicklingError as error:
         raise _refused(path, error) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
