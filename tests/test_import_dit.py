@@ -220,3 +220,17 @@ def test_the_command_line(tmp_path, weights):
     again = runner.invoke(app, ["import-dit", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "model"),
                                 "--vae", "none", "--heads", "4"])
     assert again.exit_code == 1 and "already exists" in again.output and "Traceback" not in again.output
+
+
+def test_dit_xl_2s_architecture_is_read_from_its_shapes():
+    """DiT-XL/2 256 as `DiT-XL-2-256x256.pt` holds it (shapes only, on the meta device)."""
+    from dmgd.checkpoints.convert import DiTShape, infer_shape
+
+    def empty(*shape):
+        return torch.empty(*shape, device="meta")
+
+    sd = {"x_embedder.proj.weight": empty(1152, 4, 2, 2), "pos_embed": empty(1, 256, 1152),
+          "y_embedder.embedding_table.weight": empty(1001, 1152), "final_layer.linear.weight": empty(32, 1152)}
+    sd.update({f"blocks.{d}.attn.qkv.weight": empty(3456, 1152) for d in range(28)})
+    assert infer_shape(sd, "DiT-XL-2-256x256.pt") == DiTShape(depth=28, width=1152, heads=16, patch=2, in_channels=4,
+                                                              out_channels=8, input_size=32, num_classes=1000)
