@@ -824,3 +824,23 @@ def sample_real_command(
         raise typer.Exit(1) from None
     typer.echo(f"wrote {result.out}: {len(result.class_names)} classes x {result.ipc} random real images "
                f"(seed {result.seed})")
+
+
+# --- import-dit: an original DiT or Minimax checkpoint -> a model folder ------------------
+
+
+@app.command("import-dit")
+def import_dit_command(
+    checkpoint: _Path = typer.Argument(..., metavar="CKPT", help="DiT-XL-2-256x256.pt, or a DiT / Minimax "
+                                       "training checkpoint (.pt / .pth)"),
+    out: _Path = typer.Option(..., "--out", "-o", help="the model folder to write (diffusers layout; new or empty)"),
+    weights: str = typer.Option("ema", "--weights", help="ema | model: which weights of a training checkpoint"),
+    vae: str = typer.Option("stabilityai/sd-vae-ft-mse", "--vae", help="a VAE folder or a hub id in the local "
+                            "Hugging Face cache, copied in; none: a pixel-space DiT"),
+    heads: _Optional[int] = typer.Option(None, "--heads", min=1, help="attention heads (DiT's named widths "
+                                         "384/768/1024/1152 need none)"),
+) -> None:
+    """Import a DiT checkpoint (tensors only: no pickle code runs) as a folder `--set model=DIR` runs."""
+    from dmgd.checkpoints.cli_import import import_command
+
+    raise typer.Exit(import_command(checkpoint, out, weights=weights, vae=vae, heads=heads))

@@ -261,12 +261,14 @@ def load_image_folder(
     num_classes: int | None = None,
     *,
     workers: int | None = None,
+    classes: str | None = None,
 ) -> RealImages:
     """Read an ImageFolder into [-1, 1] tensors (see the module doc). Raises DataError.
 
     image_size: ADM centre crop to image_size x image_size; None keeps the images as they
     are (then they must all have one size). channels: 3 (RGB) or 1 (grayscale); every image
     is converted. num_classes: when given, the folder must have exactly that many classes.
+    classes: a `classes` setting (`dmgd.data.classes`): only the class folders it picks are read.
     """
     import torch
 
@@ -275,7 +277,7 @@ def load_image_folder(
     if image_size is not None and int(image_size) < 1:
         raise ValueError(f"image_size must be positive, not {image_size!r}")
     root = Path(root).expanduser()
-    dirs, files, labels = _listing(root, num_classes)
+    dirs, files, labels = _listing(root, num_classes, classes)
     rel = [p.relative_to(root).as_posix() for p in files]
     arrays, fingerprint, conversions = _read_images(root, files, rel, image_size, channels, workers)
     _report_conversions(root, conversions, len(arrays))
@@ -293,9 +295,20 @@ def load_image_folder(
     )
 
 
-def _listing(root: Path, num_classes: int | None) -> tuple[list[Path], list[Path], list[int]]:
+def chosen_class_dirs(root: Path, dirs: list[Path], classes: str | None) -> list[Path]:
+    """The class folders a `classes` setting picks (None: all); the others are never opened."""
+    if classes is None:
+        return dirs
+    from dmgd.data.classes import choose_class_names
+
+    chosen = set(choose_class_names([d.name for d in dirs], classes, root=root))
+    return [d for d in dirs if d.name in chosen]
+
+
+def _listing(root: Path, num_classes: int | None,
+             classes: str | None = None) -> tuple[list[Path], list[Path], list[int]]:
     """(class directories, image files, their labels) of an ImageFolder, torchvision's order."""
-    dirs = _class_dirs(root)
+    dirs = chosen_class_dirs(root, _class_dirs(root), classes)
     if num_classes is not None and len(dirs) != int(num_classes):
         raise DataError(
             f"Data directory {root} has {len(dirs)} class directories "
@@ -354,6 +367,7 @@ def scan_image_folder(
     num_classes: int | None = None,
     *,
     workers: int | None = None,
+    classes: str | None = None,
 ) -> RealImages:
     """An ImageFolder as a streamed RealImages (`images` None): the listing, the labels, the
     fingerprint (the same as `load_image_folder`'s), one fingerprint a class, and the
@@ -367,7 +381,7 @@ def scan_image_folder(
     if image_size is not None and int(image_size) < 1:
         raise ValueError(f"image_size must be positive, not {image_size!r}")
     root = Path(root).expanduser()
-    dirs, files, labels = _listing(root, num_classes)
+    dirs, files, labels = _listing(root, num_classes, classes)
     rel = [p.relative_to(root).as_posix() for p in files]
     fingerprint, per_class, conversions, size = _scan_files(root, files, rel, labels, image_size, channels, workers)
     _report_conversions(root, conversions, len(files))
@@ -484,13 +498,15 @@ def real_data_for(
     num_classes: int | None = None,
     default: str | None = None,
     streamed: bool = False,
+    classes: str | None = None,
 ) -> RealImages:
     """The real data of a run: the ImageFolder `data`, or an embedded data set's train
     split: `data` "digits" / "corners" (unless a directory of that name exists), or, with
     `data` None, `default` (the model's default data: `Backbone.default_data`; None: the
     digits). image_size / channels / num_classes: what the model needs (checked for an
     embedded set, applied to a folder; channels defaults to 3 for a folder). streamed: a
-    folder is scanned, not decoded (`scan_image_folder`)."""
+    folder is scanned, not decoded (`scan_image_folder`). classes: the `classes` setting,
+    which picks class folders of an ImageFolder."""
     from dmgd.data.embedded import DEFAULT_DATA, is_embedded_name
 
     if data is None or is_embedded_name(data):
@@ -498,6 +514,9 @@ def real_data_for(
         real = embedded_real_images(name, "train")
         c, h, w = real.image_shape
         what = f"The embedded {name}"
+        if classes is not None:
+            raise DataError(f"the `classes` setting ({classes}) picks class folders of an ImageFolder; {what} "
+                            f"are no folder: pass {option('data')} with an ImageNet-layout folder, or drop `classes`")
         if channels is not None and channels != c:
             raise DataError(
                 f"{what} have {c} channel(s), the model wants {channels}: pass "
@@ -515,4 +534,4 @@ def real_data_for(
             )
         return real
     read = scan_image_folder if streamed else load_image_folder
-    return read(data, image_size=image_size, channels=channels or 3, num_classes=num_classes)
+    return read(data, image_size=image_size, channels=channels or 3, num_classes=num_classes, classes=classes)

@@ -48,10 +48,14 @@ def build_manifest(recipe: Any, schedule: Any, backbone: Any, real: Any, class_i
 
     sharding: how the classes are cut into blocks and given to ranks (`dmgd.pipeline`);
     sessions: one record per start of the run (the first, then every --resume), the
-    current one last; created: when the run was first started (kept across resumes)."""
+    current one last; created: when the run was first started (kept across resumes).
+    `class_names` are the output folders; `classes` maps each data class to its model class
+    (and label) and its folder."""
+    from dmgd.data.classes import class_mapping, output_names
     from dmgd.sampling.sampler import sample_seed  # noqa: F401  (documents the derivation below)
 
     s = schedule.settings
+    folders = output_names(real.class_names, class_ids, getattr(s, "out_names", "data"))  # the store's class folders
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return {
         "format": "dmgd-run-v1",
@@ -72,8 +76,9 @@ def build_manifest(recipe: Any, schedule: Any, backbone: Any, real: Any, class_i
             "learned_sigma": backbone.learned_sigma,
         },
         "data": _data_record(real),
-        "class_names": list(real.class_names),
+        "class_names": list(folders),
         "model_class_ids": [int(c) for c in class_ids],
+        "classes": class_mapping(real.class_names, class_ids, folders, getattr(backbone, "class_names", None)),
         "layout": {
             "images": f"<class name>/<index as {image_name(0)}>.png",
             "latents": f"<class name>/<index as {image_name(0)}>.safetensors",

@@ -98,13 +98,15 @@ class ClassTargets:
 # --------------------------------------------------------------------------- real data
 
 
-def real_data_for_backbone(data: str | os.PathLike[str] | None, backbone: Any) -> RealImages:
+def real_data_for_backbone(data: str | os.PathLike[str] | None, backbone: Any, *,
+                           classes: str | None = None) -> RealImages:
     """`real_data_for` with the image size and channels the backbone needs; with `data`
     None, the backbone's default data (`Backbone.default_data`: the embedded digits model's
     is "digits", the corners model's "corners"; None: the digits)."""
     c, h, w = pixel_shape(backbone)
     return real_data_for(data, image_size=h if h == w else None, channels=c,
-                         default=getattr(backbone, "default_data", None), streamed=True)
+                         default=getattr(backbone, "default_data", None), streamed=True,
+                         classes=classes)
 
 
 # --------------------------------------------------------------------------- k-means

@@ -29,6 +29,12 @@ def _shape_problem(text: str) -> str | None:
     return None
 
 
+def _classes_problem(text: str) -> str | None:
+    from dmgd.data.classes import classes_problem
+
+    return classes_problem(text)
+
+
 SETTING_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("steps", "int", 50, "the recipe's clock: t = steps-1 is the first, noisiest step",
               low=1, high=10000, rampable=False),
@@ -60,6 +66,13 @@ SETTING_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("precision", "choice", "fp32",
               "fp32, or bf16 / fp16: the denoiser and the VAE run under autocast (guidance maths and Sinkhorn "
               "stay fp32)", choices=("fp32", "bf16", "fp16")),
+    ParamSpec("classes", "str", None,
+              "which data classes to distil: woof, nette (the ten-class ImageNet subsets), imagenet (all 1000), or "
+              "ImageNet wnids and class indices, e.g. \"n02096294, 207\"; only their folders are read (default: all)",
+              form=_classes_problem),
+    ParamSpec("out_names", "choice", "data",
+              "output folder names: data keeps the data's class names (OUT/n02096294), index writes the model "
+              "class as five digits (OUT/00193)", choices=("data", "index")),
 )
 
 SETTING_NAMES = tuple(spec.name for spec in SETTING_SPECS)
@@ -86,15 +99,19 @@ class Settings:
     reference: str | None = None
     push: str = "step"
     precision: str = "fp32"
+    classes: str | None = None
+    out_names: str = "data"
 
     def replace(self, **changes: Any) -> Settings:
         return evolve(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting; `reference`, `push` and `precision` only when set (opt-in: a recipe
-        without them records the same settings as before they existed, so its runs still resume)."""
+        """Every setting; `reference`, `push`, `precision`, `classes` and `out_names` only when
+        set (opt-in: a recipe without them records the same settings as before they existed,
+        so its runs still resume)."""
         out = asdict(self)
-        for name, default in (("reference", None), ("push", "step"), ("precision", "fp32")):
+        for name, default in (("reference", None), ("push", "step"), ("precision", "fp32"), ("classes", None),
+                              ("out_names", "data")):
             if out[name] == default:
                 del out[name]
         return out

@@ -32,7 +32,8 @@ class Targets:
     class_ids: the model class of each data class; blocks: the classes cut into blocks
     (each sampled as one batch); mine: this rank's blocks and classes; built: {K:
     ClassTargets} of every class; tables: the same as `TargetTable`s the sampler reads;
-    report_k: the K the manifest's OT distance is measured against."""
+    report_k: the K the manifest's OT distance is measured against; folders: each class's
+    output folder (`out_names`: the data's names, or the model class as 00193)."""
 
     real: Any = field(repr=False)
     class_ids: tuple[int, ...]
@@ -44,10 +45,12 @@ class Targets:
     tables: Mapping[int, Any] = field(repr=False)
     report_k: int
     seconds: float
+    folders: tuple[str, ...] | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return self.real.class_names
+        """The output folder names, one a class (the data's own names unless `out_names = index`)."""
+        return self.folders if self.folders is not None else self.real.class_names
 
 
 def load_model(request: RunRequest, device: str) -> Model:
@@ -67,10 +70,16 @@ def load_model(request: RunRequest, device: str) -> Model:
 
 
 def map_classes(data_names: Sequence[str], backbone: Any) -> tuple[int, ...]:
-    """The model class id of each data class: by name, then by count, then numeric names."""
+    """The model class id of each data class: by name, then ImageNet wnids by DiT's table (a
+    1000-class model), then by count, then numeric names."""
+    from dmgd.data.classes import imagenet_class_ids
+
     model_names = tuple(backbone.class_names or ())
     if model_names and all(name in model_names for name in data_names):
         return tuple(model_names.index(name) for name in data_names)
+    wnid_ids = imagenet_class_ids(data_names, backbone.num_classes)
+    if wnid_ids is not None:
+        return wnid_ids
     if len(data_names) == backbone.num_classes:
         return tuple(range(len(data_names)))
     if all(name.isdigit() and int(name) < backbone.num_classes for name in data_names):
@@ -78,7 +87,8 @@ def map_classes(data_names: Sequence[str], backbone: Any) -> tuple[int, ...]:
     raise RunError(
         f"the data has {len(data_names)} classes and the model {backbone.num_classes}, and the "
         "class folders' names do not say which model class each one is: name each class folder "
-        "after its model class (its index, e.g. '207', or its label in the model's id2label)"
+        "after its model class (its index, e.g. '207', its label in the model's id2label, or, for a "
+        "1000-class ImageNet model, its wnid, e.g. 'n02096294')"
     )
 
 
@@ -88,7 +98,8 @@ def read_real_data(request: RunRequest, model: Model, ctx: Any) -> tuple[Any, tu
     from dmgd.data.targets import real_data_for_backbone
     from dmgd.distributed import blocks_of_rank, class_blocks
 
-    real = real_data_for_backbone(model.schedule.settings.data, model.backbone)
+    settings = model.schedule.settings
+    real = real_data_for_backbone(settings.data, model.backbone, classes=settings.classes)
     check_class_names(real.class_names)
     class_ids = map_classes(real.class_names, model.backbone)
     C = len(class_ids)
@@ -156,6 +167,7 @@ def memory_block_size(num_classes: int, backbone: Any, ctx: Any) -> int:
 def build_run_targets(request: RunRequest, model: Model, ctx: Any, reporter: Any) -> Targets:
     """Read the real data and build the k-means targets every energy of the schedule needs
     (and the report's), this rank's classes only under torchrun (exchanged after)."""
+    from dmgd.data.classes import output_names
     from dmgd.data.targets import build_targets
     from dmgd.guidance import TargetTable, report_k, target_ks
 
@@ -171,6 +183,7 @@ def build_run_targets(request: RunRequest, model: Model, ctx: Any, reporter: Any
                           gather=ctx.all_gather if ctx.distributed else None, write_cache=ctx.is_main,
                           progress=ctx.is_main)
     tables = {k: TargetTable(t.points, t.masses, class_ids) for k, t in built.items()}
+    folders = output_names(real.class_names, class_ids, schedule.settings.out_names)
     return Targets(real=real, class_ids=class_ids, block_size=block_size, blocks=tuple(blocks),
                    my_blocks=tuple(my_blocks), mine=mine, built=built, tables=tables, report_k=k_report,
-                   seconds=time.perf_counter() - tic)
+                   seconds=time.perf_counter() - tic, folders=folders)

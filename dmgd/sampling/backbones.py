@@ -372,6 +372,9 @@ def load_backbone(model: str | Path | None = None, device: Any = "cpu",
     finally:
         dlogging.set_verbosity(verbosity)
 
+    from dmgd.checkpoints.convention import apply_timestep_convention
+
+    apply_timestep_convention(transformer, tcfg)  # a folder `dmgd import-dit` wrote: the original DiT's
     transformer.eval().requires_grad_(False).to(device)
     num_classes = int(transformer.config.num_embeds_ada_norm)
     _check_label_tables(transformer, num_classes, model_id)
