@@ -126,16 +126,27 @@ def test_the_teacher_labels_exactly_the_mixed_batch_the_student_sees():
     assert any(p.grad is not None for p in student.parameters())
 
 
+def _digits_folder(root: Path, split: str, first: int, count: int) -> Path:
+    """`count` real digits per class of an embedded split (from the `first`-th), as PNGs."""
+    from PIL import Image
+
+    from dmgd.data.images import embedded_real_images
+
+    real = embedded_real_images("digits", split)
+    for c, name in enumerate(real.class_names):
+        (root / name).mkdir(parents=True)
+        for i in real.class_indices(c)[first:first + count].tolist():
+            pixels = ((real.images[i, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels, mode="L").save(root / name / f"{i:04d}.png")
+    return root
+
+
 @pytest.fixture(scope="module")
 def digits_teacher(tmp_path_factory) -> Path:
-    """A teacher of the digits' classes, trained on 3 real train digits per class."""
+    """A teacher of the digits' classes, trained on 3 real train digits per class and tested
+    on 3 others of the train split (seconds, not minutes)."""
     root = tmp_path_factory.mktemp("teacher")
-    train = write_digits(root / "train", "fit")
-    test = write_digits(root / "test", "val")
-    for folder in (train, test):  # keep 3 images a class: seconds, not minutes
-        for class_dir in folder.iterdir():
-            for extra in sorted(class_dir.iterdir())[3:]:
-                extra.unlink()
+    train, test = _digits_folder(root / "train", "train", 0, 3), _digits_folder(root / "test", "train", 3, 3)
     return train_teacher("convnet", str(train), root / "digits.safetensors", test=str(test), epochs=2,
                          channels=1).path
 

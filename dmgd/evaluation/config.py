@@ -107,12 +107,14 @@ class EvalConfig:
     returns a copy with every field filled: that copy is what eval.json records).
 
     model: "convnet" (ConvNet-6), "resnet10ap" (ResNet-10-AP, the papers' model) or
-      "resnet18"; all with instance norm (see dmgd.evaluation.models).
+      "resnet18", all with instance norm (see dmgd.evaluation.models), or "resnet18bn"
+      (torchvision's ResNet-18 with batch norm: the soft protocol's ImageNet student).
     optimizer: "adamw" (DMGD's harness: lr 1e-3, wd 0.01) or "sgd" (Minimax's: lr 0.01,
       momentum 0.9, wd 5e-4). lr / weight_decay: None takes the optimizer's value.
-    schedule: "multistep" (x0.2 at 2/3 and 5/6 of the epochs: both harnesses, AdamW too)
-      or "cosine" (to 0 over the epochs). Stepped once an epoch.
-    batch_size: 64. epochs: None = by IPC, the preset's rule. eval_every: epochs between
+    schedule: "multistep" (x0.2 at 2/3 and 5/6 of the epochs: both harnesses, AdamW too),
+      "cosine" (to 0 over the epochs) or "half-cosine" (RDED's, to half the lr; the soft
+      protocol's default). Stepped once an epoch.
+    batch_size: None = 64 (soft ImageNet: 100). epochs: None = by IPC, the preset's rule. eval_every: epochs between
       test evaluations (None: the preset's), plus always the last epoch.
     seeds: the seeds, one trained classifier each (an int n means 0..n-1).
     crop / crop_scale: RandomResizedCrop on/off and its area range. flip: horizontal flip
@@ -125,6 +127,11 @@ class EvalConfig:
       the smallest class's count). preset: "auto" (by image size), "imagenet", "digits".
     device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     test_batch_size: images per forward pass at test time (memory only).
+    protocol: "hard" (class labels, the harness) or "soft" (RDED: a frozen teacher labels
+      each augmented, CutMixed batch; jitter and lighting default to 0, CutMix to every batch).
+    teacher: soft only: a teacher file or "digits" / "corners" (None: the embedded set's).
+    temperature: soft only: T of the KL loss (20). shuffle_patches: soft only: the
+      ShufflePatches factor (None: 2 for ImageNet, 1 = off for digits).
     """
 
     model: str | None = field(default=None, validator=attrs.validators.optional(
