@@ -848,6 +848,7 @@ def teacher_train_command(
     epochs: int = typer.Option(30, "--epochs", min=1),
     seed: int = typer.Option(0, "--seed"),
     image_size: _Optional[int] = typer.Option(None, "--image-size", min=2, help="centre-crop folder images"),
+    channels: int = typer.Option(3, "--channels", min=1, max=3, help="folder images read as 1 (grey) or 3 (RGB)"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, ..."),
 ) -> None:
     """Train a teacher on a real train split; prints and records its test accuracy."""
@@ -856,7 +857,7 @@ def teacher_train_command(
 
     teacher = _teacher_or_exit(lambda reporter: train_teacher(
         arch, data, out, test=test, epochs=epochs, seed=seed, device=pick_device(device), image_size=image_size,
-        reporter=reporter))
+        channels=channels, reporter=reporter))
     typer.echo(f"wrote {teacher.path}: {teacher.arch}, trained on {teacher.metadata['train_data']}; "
                f"test accuracy {float(teacher.metadata['test_accuracy']):.2f}% on {teacher.metadata['test_data']}")
 

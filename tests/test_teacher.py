@@ -151,10 +151,14 @@ def test_train_a_teacher_on_a_folder_records_what_it_is(tmp_path):
         align(again, again.class_names, channels=1, image_size=16)
 
 
-def test_a_folder_teacher_needs_a_test_split(tmp_path):
+def test_bad_teacher_training_requests_give_clear_errors(tmp_path):
     train, _ = _split_folders(tmp_path)
     with pytest.raises(EvalError, match="--test is needed"):
         train_teacher("convnet", str(train), tmp_path / "t.safetensors", channels=1)
+    with pytest.raises(EvalError, match="written as safetensors"):
+        train_teacher("convnet", str(train), tmp_path / "t.pth", channels=1)
+    with pytest.raises(EvalError, match="unknown teacher architecture"):
+        train_teacher("vit", str(train), tmp_path / "t.safetensors", channels=1)
 
 
 @pytest.mark.slow

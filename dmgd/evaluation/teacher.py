@@ -106,6 +106,10 @@ def train_teacher(arch: str, data: str, out: str | os.PathLike[str], *, test: st
 
     if arch not in TEACHER_ARCHS:
         raise EvalError(f"unknown teacher architecture {arch!r}: choose one of {', '.join(TEACHER_ARCHS)}")
+    if Path(out).suffix != ".safetensors":
+        raise EvalError(f"a teacher is written as safetensors: name the file {Path(out).stem}.safetensors, not {out}")
+    if channels not in (1, 3):
+        raise EvalError(f"channels must be 1 or 3, not {channels}")
     train, held_out, train_source, test_source = _train_and_test(data, test, image_size, channels)
     size = int(train.images.shape[-1])
     config = EvalConfig(model=arch, epochs=epochs, eval_every=epochs, seeds=(seed,), device=device)
