@@ -109,6 +109,12 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return m, sd / math.sqrt(n)
 
 
+def _verdict(difference: float, two_se: float) -> str:
+    if math.isnan(two_se):
+        return "n/a (n = 1)"
+    return "yes" if difference > two_se else "no"
+
+
 def report(a: argparse.Namespace, rows: list[dict], reused: dict) -> str:
     acc: dict[tuple, float] = {("hard",) + k: v for k, v in reused.items()}
     acc.update({(r["protocol"], r["set"], r["ipc"], r["gen"], r["seed"]): r["acc"] for r in rows})
@@ -128,7 +134,7 @@ def report(a: argparse.Namespace, rows: list[dict], reused: dict) -> str:
             means[name] = (mh, ms)
             two_se = 2 * math.sqrt(eh ** 2 + es ** 2)
             lines.append(f"| {name} | {mh:.2f} +- {eh:.2f} ({len(got['hard'])}) | {ms:.2f} +- {es:.2f} "
-                         f"({len(got['soft'])}) | {ms - mh:+.2f} | {two_se:.2f} | {'yes' if ms - mh > two_se else 'no'} |")
+                         f"({len(got['soft'])}) | {ms - mh:+.2f} | {two_se:.2f} | {_verdict(ms - mh, two_se)} |")
         for i, protocol in enumerate(("hard", "soft")):
             ranked = sorted(means, key=lambda n: -means[n][i])
             lines.append(f"\n{protocol} ranking: " + " > ".join(f"{n} ({means[n][i]:.2f})" for n in ranked))
