@@ -737,8 +737,9 @@ def eval_command(
     lr: _Optional[float] = typer.Option(None, "--lr", help="learning rate (default: 1e-3 adamw, 0.01 sgd)"),
     weight_decay: _Optional[float] = typer.Option(None, "--weight-decay", help="default: 0.01 adamw, 5e-4 sgd"),
     momentum: float = typer.Option(0.9, "--momentum", help="SGD momentum"),
-    schedule: str = typer.Option("multistep", "--schedule", help="multistep (x0.2 at 2/3 and 5/6) | cosine"),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    schedule: _Optional[str] = typer.Option(None, "--schedule", help="multistep (x0.2 at 2/3 and 5/6) | cosine | "
+                                            "half-cosine (RDED's) (default: multistep; soft: half-cosine)"),
+    batch_size: _Optional[int] = typer.Option(None, "--batch-size", min=1, help="default: 64 (soft ImageNet: 100)"),
     eval_every: _Optional[int] = typer.Option(None, "--eval-every", min=1, help="epochs between test "
                                               "evaluations (default: epochs/100, digits epochs/20)"),
     ipc: _Optional[int] = typer.Option(None, "--ipc", min=1, help="images per class used: the first N files "
@@ -749,14 +750,23 @@ def eval_command(
     crop: bool = typer.Option(True, "--crop/--no-crop", help="RandomResizedCrop, scale 0.5-1"),
     flip: _Optional[bool] = typer.Option(None, "--flip/--no-flip", help="horizontal flip (default: on, off "
                                          "for digits)", show_default=False),
-    jitter: float = typer.Option(0.4, "--jitter", min=0.0, help="colour jitter strength (0: off)"),
-    lighting: float = typer.Option(0.1, "--lighting", min=0.0, help="PCA lighting std, RGB only (0: off)"),
+    jitter: _Optional[float] = typer.Option(None, "--jitter", min=0.0, help="colour jitter strength (0: off; "
+                                            "default 0.4, soft 0)"),
+    lighting: _Optional[float] = typer.Option(None, "--lighting", min=0.0, help="PCA lighting std, RGB only (0: "
+                                              "off; default 0.1, soft 0)"),
     cutmix: bool = typer.Option(True, "--cutmix/--no-cutmix", help="CutMix, Beta(1, 1), hard labels mixed"),
     cutmix_prob: _Optional[float] = typer.Option(None, "--cutmix-prob", min=0.0, max=1.0,
                                                  help="CutMix probability per batch (default: 1, digits 0.5)"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
     output: _Optional[_Path] = typer.Option(None, "--output", "-o", help="where to write the results "
                                             "(default: OUT/eval.json)"),
+    protocol: str = typer.Option("hard", "--protocol", help="hard (class labels) | soft (a teacher's labels of "
+                                 "each augmented batch, RDED's protocol)"),
+    teacher: _Optional[str] = typer.Option(None, "--teacher", help="soft: a .safetensors / .pth state dict, or "
+                                           "digits / corners (trained once, cached); default: the embedded set's"),
+    temperature: float = typer.Option(20.0, "--temperature", min=0.0, help="soft: the distillation temperature T"),
+    shuffle_patches: _Optional[int] = typer.Option(None, "--shuffle-patches", min=1, help="soft: ShufflePatches "
+                                                   "factor (default: 2 ImageNet, 1 = off digits)"),
 ) -> None:
     """Score a distilled set: classifiers trained on it, tested on real held-out images, over seeds."""
     from rich.console import Console
@@ -764,7 +774,10 @@ def eval_command(
     options = dict(model=model, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                    schedule=schedule, batch_size=batch_size, epochs=epochs, eval_every=eval_every, seeds=seeds,
                    crop=crop, flip=flip, jitter=jitter, lighting=lighting, cutmix=cutmix, cutmix_prob=cutmix_prob,
-                   image_size=image_size, ipc=ipc, preset=preset, device=device)
+                   image_size=image_size, ipc=ipc, preset=preset, device=device, protocol=protocol,
+                   teacher=teacher, temperature=temperature, shuffle_patches=shuffle_patches)
+    if protocol == "soft" and teacher in ("digits", "corners"):
+        _teacher_or_exit(lambda reporter: _ensure_teacher(teacher, reporter))
     result = _evaluate_or_exit(out, real, output, options)
     from dmgd.evaluation.report import summary_table
 
@@ -798,6 +811,62 @@ def _evaluate_or_exit(out: _Path, real: _Optional[_Path], output: _Optional[_Pat
         raise typer.Exit(130) from None
     progress.close()
     return result
+
+
+def _ensure_teacher(name: str, reporter) -> None:
+    from dmgd.evaluation.teacher import embedded_teacher_path, ensure_embedded_teacher
+
+    if not embedded_teacher_path(name).is_file():
+        reporter.console.print(f"training the {name} teacher (once per machine): {embedded_teacher_path(name)}")
+        ensure_embedded_teacher(name, reporter=reporter)
+
+
+def _teacher_or_exit(work):
+    """Run `work(progress)` with a progress display; exits on an error or ^C."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, highlight=False)
+    progress = _EvalProgress(console)
+    try:
+        return work(progress)
+    except DmgdError as err:
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("interrupted; nothing was written")
+        raise typer.Exit(130) from None
+    finally:
+        progress.close()
+
+
+teacher_app = typer.Typer(help="Teachers of the soft-label protocol (`dmgd eval --protocol soft`).",
+                          no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
+
+
+@teacher_app.command("train")
+def teacher_train_command(
+    out: _Path = typer.Option(..., "--out", "-o", help="the teacher file to write (.safetensors)"),
+    arch: str = typer.Option("convnet", "--arch", help="convnet | resnet18bn (torchvision's ResNet-18)"),
+    data: str = typer.Option("digits", "--data", help="digits / corners (an embedded set's whole train split) "
+                             "or an ImageFolder of real training images"),
+    test: _Optional[str] = typer.Option(None, "--test", help="an ImageFolder's held-out images (needed with one)"),
+    epochs: int = typer.Option(30, "--epochs", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    image_size: _Optional[int] = typer.Option(None, "--image-size", min=2, help="centre-crop folder images"),
+    channels: int = typer.Option(3, "--channels", min=1, max=3, help="folder images read as 1 (grey) or 3 (RGB)"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, ..."),
+) -> None:
+    """Train a teacher on a real train split; prints and records its test accuracy."""
+    from dmgd.device import pick_device
+    from dmgd.evaluation.teacher import train_teacher
+
+    teacher = _teacher_or_exit(lambda reporter: train_teacher(
+        arch, data, out, test=test, epochs=epochs, seed=seed, device=pick_device(device), image_size=image_size,
+        channels=channels, reporter=reporter))
+    typer.echo(f"wrote {teacher.path}: {teacher.arch}, trained on {teacher.metadata['train_data']}; "
+               f"test accuracy {float(teacher.metadata['test_accuracy']):.2f}% on {teacher.metadata['test_data']}")
 
 
 @app.command("sample-real")

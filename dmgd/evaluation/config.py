@@ -14,14 +14,23 @@ from attrs import field, frozen
 from dmgd.errors import DmgdError
 
 Optimizer = Literal["adamw", "sgd"]
-Schedule = Literal["multistep", "cosine"]
+Schedule = Literal["multistep", "cosine", "half-cosine"]
 Preset = Literal["auto", "imagenet", "digits"]
+Protocol = Literal["hard", "soft"]
 
 IMAGENET_MIN_SIZE = 64  # images of at least this many px are ImageNet-like (preset, model variant)
 IMAGENET_SIZE = 224
 DIGITS_EPOCH_DIVISOR = 10
 DIGITS_EVALUATIONS = 20
 HARNESS_EVALUATIONS = 100
+HARD_BATCH_SIZE = 64
+# The soft-label protocol (RDED's validation/main.py and its ImageNet-1K scripts)
+SOFT_TEMPERATURE = 20.0
+SOFT_IMAGENET_EPOCHS = 300
+SOFT_IMAGENET_EVAL_EVERY = 10
+SOFT_IMAGENET_BATCH_SIZE = 100
+SOFT_IMAGENET_SHUFFLE = 2  # ShufflePatches(factor): RDED's images are factor x factor mosaics
+SOFT_TEST_RESIZE = 256  # soft ImageNet tests on Resize(256) + CenterCrop(224)
 OPTIMIZER_DEFAULTS = {"adamw": {"lr": 1e-3, "weight_decay": 0.01}, "sgd": {"lr": 0.01, "weight_decay": 5e-4}}
 
 
@@ -72,6 +81,13 @@ def _positive_or_none(name: str):
     return check
 
 
+def _at_least_one(name: str):
+    def check(_instance: Any, _attribute: Any, value: Any) -> None:
+        if value is not None and not value >= 1:
+            raise EvalError(f"{name} must be at least 1, not {value!r}")
+    return check
+
+
 def _seeds(value: Any) -> tuple[int, ...]:
     if isinstance(value, int):
         return tuple(range(value))
@@ -91,12 +107,14 @@ class EvalConfig:
     returns a copy with every field filled: that copy is what eval.json records).
 
     model: "convnet" (ConvNet-6), "resnet10ap" (ResNet-10-AP, the papers' model) or
-      "resnet18"; all with instance norm (see dmgd.evaluation.models).
+      "resnet18", all with instance norm (see dmgd.evaluation.models), or "resnet18bn"
+      (torchvision's ResNet-18 with batch norm: the soft protocol's ImageNet student).
     optimizer: "adamw" (DMGD's harness: lr 1e-3, wd 0.01) or "sgd" (Minimax's: lr 0.01,
       momentum 0.9, wd 5e-4). lr / weight_decay: None takes the optimizer's value.
-    schedule: "multistep" (x0.2 at 2/3 and 5/6 of the epochs: both harnesses, AdamW too)
-      or "cosine" (to 0 over the epochs). Stepped once an epoch.
-    batch_size: 64. epochs: None = by IPC, the preset's rule. eval_every: epochs between
+    schedule: "multistep" (x0.2 at 2/3 and 5/6 of the epochs: both harnesses, AdamW too),
+      "cosine" (to 0 over the epochs) or "half-cosine" (RDED's, to half the lr; the soft
+      protocol's default). Stepped once an epoch.
+    batch_size: None = 64 (soft ImageNet: 100). epochs: None = by IPC, the preset's rule. eval_every: epochs between
       test evaluations (None: the preset's), plus always the last epoch.
     seeds: the seeds, one trained classifier each (an int n means 0..n-1).
     crop / crop_scale: RandomResizedCrop on/off and its area range. flip: horizontal flip
@@ -109,24 +127,30 @@ class EvalConfig:
       the smallest class's count). preset: "auto" (by image size), "imagenet", "digits".
     device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     test_batch_size: images per forward pass at test time (memory only).
+    protocol: "hard" (class labels, the harness) or "soft" (RDED: a frozen teacher labels
+      each augmented, CutMixed batch; jitter and lighting default to 0, CutMix to every batch).
+    teacher: soft only: a teacher file or "digits" / "corners" (None: the embedded set's).
+    temperature: soft only: T of the KL loss (20). shuffle_patches: soft only: the
+      ShufflePatches factor (None: 2 for ImageNet, 1 = off for digits).
     """
 
     model: str | None = field(default=None, validator=attrs.validators.optional(
-        _check_choice("model", ("convnet", "resnet10ap", "resnet18"))))
+        _check_choice("model", ("convnet", "resnet10ap", "resnet18", "resnet18bn"))))
     optimizer: Optimizer = field(default="adamw", validator=_check_choice("optimizer", ("adamw", "sgd")))
     lr: float | None = field(default=None, validator=_positive_or_none("lr"))
     momentum: float = 0.9
     weight_decay: float | None = None
-    schedule: Schedule = field(default="multistep", validator=_check_choice("schedule", ("multistep", "cosine")))
-    batch_size: int = field(default=64, validator=_positive_or_none("batch_size"))
+    schedule: Schedule | None = field(default=None, validator=attrs.validators.optional(
+        _check_choice("schedule", ("multistep", "cosine", "half-cosine"))))
+    batch_size: int | None = field(default=None, validator=_positive_or_none("batch_size"))
     epochs: int | None = field(default=None, validator=_positive_or_none("epochs"))
     eval_every: int | None = field(default=None, validator=_positive_or_none("eval_every"))
     seeds: tuple[int, ...] = field(default=(0, 1, 2, 3, 4), converter=_seeds)
     crop: bool = True
     crop_scale: tuple[float, float] = field(default=(0.5, 1.0), converter=lambda v: tuple(float(x) for x in v))
     flip: bool | None = None
-    jitter: float = 0.4
-    lighting: float = 0.1
+    jitter: float | None = None
+    lighting: float | None = None
     cutmix: bool = True
     cutmix_beta: float = field(default=1.0, validator=_positive_or_none("cutmix_beta"))
     cutmix_prob: float | None = field(default=None, validator=_probability("cutmix_prob"))
@@ -135,6 +159,10 @@ class EvalConfig:
     preset: Preset = field(default="auto", validator=_check_choice("preset", ("auto", "imagenet", "digits")))
     device: str = "auto"
     test_batch_size: int = field(default=500, validator=_positive_or_none("test_batch_size"))
+    protocol: Protocol = field(default="hard", validator=_check_choice("protocol", ("hard", "soft")))
+    teacher: str | None = None
+    temperature: float = field(default=SOFT_TEMPERATURE, validator=_positive_or_none("temperature"))
+    shuffle_patches: int | None = field(default=None, validator=_at_least_one("shuffle_patches"))
 
     def __attrs_post_init__(self) -> None:
         if not self.seeds:
@@ -144,32 +172,56 @@ class EvalConfig:
         lo, hi = self.crop_scale if len(self.crop_scale) == 2 else (0.0, -1.0)
         if not 0 < lo <= hi <= 1:
             raise EvalError(f"crop_scale must be two numbers 0 < low <= high <= 1, not {self.crop_scale}")
+        if self.protocol == "hard" and (self.teacher is not None or self.shuffle_patches is not None):
+            raise EvalError("teacher and shuffle_patches belong to the soft-label protocol: add --protocol soft")
 
     def resolve(self, *, ipc: int, native_size: int) -> EvalConfig:
         """A copy with every None filled for a set of `ipc` images per class whose images
-        are `native_size` px (see docs/evaluation.md for the presets)."""
+        are `native_size` px (see docs/evaluation.md for the presets of both protocols)."""
         preset = preset_for(native_size, self.preset)
         digits = preset == "digits"
-        epochs = self.epochs or (digits_epochs(ipc) if digits else harness_epochs(ipc))
+        filled = (self._soft_preset if self.protocol == "soft" else self._hard_preset)(ipc, digits)
+        preset_epochs = filled.pop("epochs")
+        epochs = self.epochs or preset_epochs
+        every = filled.pop("eval_every")
         evaluations = DIGITS_EVALUATIONS if digits else HARNESS_EVALUATIONS
-        image_size = self.image_size or (native_size if digits else IMAGENET_SIZE)
         defaults = OPTIMIZER_DEFAULTS[self.optimizer]
+        values = {name: value if getattr(self, name) is None else getattr(self, name)
+                  for name, value in filled.items()}
         return attrs.evolve(
-            self,
-            preset=preset,
-            model=self.model or ("convnet" if digits else "resnet10ap"),
+            self, **values, preset=preset, epochs=epochs,
             lr=self.lr if self.lr is not None else defaults["lr"],
             weight_decay=self.weight_decay if self.weight_decay is not None else defaults["weight_decay"],
-            epochs=epochs,
-            eval_every=self.eval_every or max(1, epochs // evaluations),
+            eval_every=self.eval_every or every or max(1, epochs // evaluations),
             flip=self.flip if self.flip is not None else not digits,
-            cutmix_prob=self.cutmix_prob if self.cutmix_prob is not None else (0.5 if digits else 1.0),
-            image_size=image_size,
+            image_size=self.image_size or (native_size if digits else IMAGENET_SIZE),
             ipc=ipc,
         )
+
+    @staticmethod
+    def _hard_preset(ipc: int, digits: bool) -> dict[str, Any]:
+        """The hard-label harness's values for the fields left None."""
+        return {"model": "convnet" if digits else "resnet10ap", "schedule": "multistep",
+                "batch_size": HARD_BATCH_SIZE, "jitter": 0.4, "lighting": 0.1,
+                "cutmix_prob": 0.5 if digits else 1.0,
+                "epochs": digits_epochs(ipc) if digits else harness_epochs(ipc), "eval_every": None}
+
+    @staticmethod
+    def _soft_preset(ipc: int, digits: bool) -> dict[str, Any]:
+        """RDED's values (digits: its protocol at the hard digits preset's length, model,
+        batch and resolution, no patch shuffling: a digit is one object, not a mosaic)."""
+        return {"model": "convnet" if digits else "resnet18bn", "schedule": "half-cosine",
+                "batch_size": HARD_BATCH_SIZE if digits else SOFT_IMAGENET_BATCH_SIZE,
+                "jitter": 0.0, "lighting": 0.0, "cutmix_prob": 1.0,
+                "shuffle_patches": 1 if digits else SOFT_IMAGENET_SHUFFLE,
+                "epochs": digits_epochs(ipc) if digits else SOFT_IMAGENET_EPOCHS,
+                "eval_every": None if digits else SOFT_IMAGENET_EVAL_EVERY}
 
     def to_dict(self) -> dict[str, Any]:
         d = attrs.asdict(self)
         d["seeds"] = list(self.seeds)
         d["crop_scale"] = list(self.crop_scale)
+        if self.protocol == "hard":  # the soft protocol's own settings are recorded only when used
+            for name in ("teacher", "temperature", "shuffle_patches"):
+                del d[name]
         return d

@@ -1,6 +1,8 @@
-"""The classifiers of the evaluation protocol: ConvNet-6, ResNet-10-AP, ResNet-18.
+"""The classifiers of the evaluation protocol: ConvNet-6, ResNet-10-AP, ResNet-18, and
+the soft-label protocol's torchvision ResNet-18 with batch norm ("resnet18bn", in
+`dmgd.evaluation.resnet`).
 
-All use instance norm (`GroupNorm(C, C, affine=True)`, no batch statistics). `build_model`
+The first three use instance norm (`GroupNorm(C, C, affine=True)`, no batch statistics). `build_model`
 picks the ImageNet variant for inputs of at least 64 px, else the small-input variant,
 which downsamples only while maps stay at least 2x2 (instance norm over a 1x1 map zeroes
 every feature). The layouts, per size, are in docs/evaluation.md ("The classifiers").
@@ -15,8 +17,11 @@ from torch import nn
 from dmgd.errors import DmgdError
 from dmgd.evaluation.config import IMAGENET_MIN_SIZE
 
-MODELS = ("convnet", "resnet10ap", "resnet18")
-DISPLAY_NAMES = {"convnet": "ConvNet-6", "resnet10ap": "ResNet-10-AP", "resnet18": "ResNet-18"}
+MODELS = ("convnet", "resnet10ap", "resnet18")  # instance norm
+BN_MODELS = ("resnet18bn",)  # batch norm: the soft protocol's teacher and ImageNet student
+ALL_MODELS = MODELS + BN_MODELS
+DISPLAY_NAMES = {"convnet": "ConvNet-6", "resnet10ap": "ResNet-10-AP", "resnet18": "ResNet-18",
+                 "resnet18bn": "ResNet-18 (batch norm, torchvision's)"}
 
 
 class ModelError(DmgdError):
@@ -151,8 +156,8 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int, 
     """A freshly initialised classifier: the ImageNet variant for inputs of at least 64 px,
     the small-input variant below (see the module doc). seed: seeds torch's global
     generator right before the weights are drawn (None: draw from it as it is)."""
-    if name not in MODELS:
-        raise ModelError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+    if name not in ALL_MODELS:
+        raise ModelError(f"unknown model {name!r}: choose one of {', '.join(ALL_MODELS)}")
     if num_classes < 2:
         raise ModelError(f"a classifier needs at least 2 classes, not {num_classes}")
     if image_size < 2:
@@ -164,11 +169,18 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int, 
         return ConvNet(num_classes, in_channels, image_size, imagenet=imagenet)
     if name == "resnet10ap":
         return ResNet(num_classes, in_channels, image_size, (1, 1, 1, 1), avgpool_blocks=True, imagenet=imagenet)
+    if name == "resnet18bn":
+        from dmgd.evaluation.resnet import TorchvisionResNet18
+
+        return TorchvisionResNet18(num_classes, in_channels, imagenet=imagenet)
     return ResNet(num_classes, in_channels, image_size, (2, 2, 2, 2), avgpool_blocks=False, imagenet=imagenet)
 
 
 def describe(name: str, image_size: int) -> str:
     """One line: which variant `build_model` picks for this input size."""
+    if name == "resnet18bn":
+        stem = "7x7 stride-2 stem + max pool" if image_size >= IMAGENET_MIN_SIZE else "3x3 stride-1 stem, no pool"
+        return f"{DISPLAY_NAMES[name]}, {stem}, {image_size}x{image_size} input"
     if image_size >= IMAGENET_MIN_SIZE:
         variant = "ImageNet variant"
     elif name == "convnet":

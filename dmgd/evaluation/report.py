@@ -22,6 +22,13 @@ EVAL_JSON = "eval.json"
 FORMAT = "dmgd-eval-v1"
 BEST_LABEL = "best over training, selected on the test set (as the papers report)"
 LAST_LABEL = "last epoch"
+PROTOCOLS = {
+    "hard": "hard labels: cross-entropy against each image's class folder, CutMix mixing the two labels "
+            "(the Minimax / DMGD harness)",
+    "soft": "soft labels on the fly (RDED): per batch ShufflePatches -> RandomResizedCrop -> flip -> normalise "
+            "-> CutMix, a frozen teacher labels that exact batch under no_grad; loss KLDivLoss(batchmean) of "
+            "log_softmax(student / T) against softmax(teacher / T), no T^2 factor, no hard-label term",
+}
 STD_NOTE = "population standard deviation over seeds (ddof = 0, numpy's default, as the harness prints)"
 
 
@@ -69,6 +76,8 @@ def build_report(result: EvalResult) -> dict[str, Any]:
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv,
+        "protocol": {"name": c.protocol, "description": PROTOCOLS[c.protocol]},
+        **({"teacher": result.teacher} if result.teacher is not None else {}),
         "model": {"name": c.model, "display": DISPLAY_NAMES[c.model], "variant": describe(c.model, c.image_size)},
         "config": c.to_dict(),
         "distilled_set": _set_record(result),
@@ -119,7 +128,7 @@ def summary_table(result: EvalResult) -> Table:
     below the aggregate."""
     c = result.config
     table = Table(title=f"{result.out}: {len(result.class_names)} classes x {result.ipc} images, "
-                        f"tested on {result.test_images} real images")
+                        f"tested on {result.test_images} real images, {c.protocol} labels")
     for name, justify in (("model", "left"), ("IPC", "right"), ("seeds", "right"),
                           ("last epoch (%)", "right"), ("best (%) *", "right")):
         table.add_column(name, justify=justify)
@@ -128,8 +137,13 @@ def summary_table(result: EvalResult) -> Table:
     table.add_section()
     for s in result.seeds:
         table.add_row("[dim]seed[/dim]", "", str(s.seed), f"{s.last:.2f}", f"{s.best:.2f} [dim]@{s.best_epoch}[/dim]")
+    teacher = ""
+    if result.teacher is not None:
+        t = result.teacher
+        teacher = (f"teacher {t['display']} ({t['spec']}, sha256 {t['sha256'][:12]}, "
+                   f"{t['test_accuracy']:.2f}% on this test set), T = {c.temperature:g}; ")
     table.caption = (
-        f"* {BEST_LABEL}. mean ± population std. {c.optimizer} lr {c.lr:g}, {c.epochs} epochs, "
+        f"* {BEST_LABEL}. mean ± population std. {teacher}{c.optimizer} lr {c.lr:g} {c.schedule}, {c.epochs} epochs, "
         f"batch {c.batch_size}, {c.preset} preset, {c.image_size} px; real set: {result.real_source}; "
         f"{result.wall_seconds:.1f} s on {result.device}"
     )

@@ -56,6 +56,7 @@ class EvalResult:
     device: str
     threads: int
     eval_json: Path | None = None
+    teacher: dict[str, Any] | None = None  # the soft protocol's teacher (dmgd.evaluation.teacher.teacher_record)
 
     @property
     def last_mean(self) -> float:

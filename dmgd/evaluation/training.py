@@ -4,6 +4,7 @@ and tests it on the real set, reproducibly (seeding and determinism: docs/evalua
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -92,6 +93,9 @@ def make_lr_schedule(optimizer: Any, config: EvalConfig) -> Any:
     epochs = int(config.epochs)
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if config.schedule == "half-cosine":  # RDED's: 0.5 (1 + cos(pi e / E / 2)), so it ends at half the lr
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / epochs / 2)) if epoch <= epochs else 0.0)
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2 * epochs // 3, 5 * epochs // 6], gamma=0.2)
 
 
@@ -108,17 +112,26 @@ def batch_loss(model: Any, x: torch.Tensor, y: torch.Tensor, config: EvalConfig,
     return loss
 
 
+def hard_step_loss(model: Any, x: torch.Tensor, y: torch.Tensor, config: EvalConfig,
+                   generator: torch.Generator) -> torch.Tensor:
+    """The hard-label protocol's loss of one raw batch: augmented, then `batch_loss`."""
+    return batch_loss(model, augment(x, config, generator), y, config, generator)
+
+
+StepLoss = Callable[[Any, torch.Tensor, torch.Tensor, EvalConfig, torch.Generator], torch.Tensor]
+
+
 def train_epoch(model: Any, optimizer: Any, train_x: torch.Tensor, train_y: torch.Tensor, config: EvalConfig,
-                order: torch.Generator, augmentation: torch.Generator) -> float:
-    """One pass over a fresh permutation of the set; returns the mean training loss."""
+                order: torch.Generator, augmentation: torch.Generator, step_loss: StepLoss = hard_step_loss) -> float:
+    """One pass over a fresh permutation of the set; returns the mean training loss.
+    step_loss: the loss of one raw batch ([-1, 1] images, labels), augmentation included."""
     model.train()
     n = train_x.shape[0]
     permutation = torch.randperm(n, generator=order).to(train_x.device)
     total, count = 0.0, 0
     for start in range(0, n, config.batch_size):
         index = permutation[start:start + config.batch_size]
-        x = augment(train_x[index], config, augmentation)
-        loss = batch_loss(model, x, train_y[index], config, augmentation)
+        loss = step_loss(model, train_x[index], train_y[index], config, augmentation)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -129,9 +142,17 @@ def train_epoch(model: Any, optimizer: Any, train_x: torch.Tensor, train_y: torc
 
 def train_one(seed: int, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
               test_y: torch.Tensor, num_classes: int, config: EvalConfig, device: str,
-              reporter: EvalReporter | None = None) -> SeedResult:
+              reporter: EvalReporter | None = None, step_loss: StepLoss = hard_step_loss) -> SeedResult:
     """Train one classifier (config resolved) and test it; tensors already on `device`,
-    the test images already normalised."""
+    the test images already normalised. step_loss: see `train_epoch` (the soft-label
+    protocol passes `dmgd.evaluation.soft.SoftLoss`)."""
+    return fit_one(seed, train_x, train_y, test_x, test_y, num_classes, config, device, reporter, step_loss)[1]
+
+
+def fit_one(seed: int, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+            test_y: torch.Tensor, num_classes: int, config: EvalConfig, device: str,
+            reporter: EvalReporter | None = None, step_loss: StepLoss = hard_step_loss) -> tuple[Any, SeedResult]:
+    """`train_one`, returning the trained model too (a teacher is trained with it)."""
     reporter = reporter or EvalReporter()
     tic = time.perf_counter()
     model = build_model(config.model, num_classes, train_x.shape[1], config.image_size, seed=seed).to(device)
@@ -143,7 +164,7 @@ def train_one(seed: int, train_x: torch.Tensor, train_y: torch.Tensor, test_x: t
     history: list[tuple[int, float]] = []
     loss_value = float("nan")
     for epoch in range(1, epochs + 1):
-        loss_value = train_epoch(model, optimizer, train_x, train_y, config, order, augmentation)
+        loss_value = train_epoch(model, optimizer, train_x, train_y, config, order, augmentation, step_loss)
         scheduler.step()
         score = None
         if epoch % config.eval_every == 0 or epoch == epochs:
@@ -151,12 +172,14 @@ def train_one(seed: int, train_x: torch.Tensor, train_y: torch.Tensor, test_x: t
             history.append((epoch, score))
         reporter.epoch_done(seed, epoch, score)
     best_epoch, best = max(history, key=lambda h: (h[1], -h[0]))  # the earliest of equal bests
-    return SeedResult(seed=seed, last=history[-1][1], best=best, best_epoch=best_epoch, history=tuple(history),
-                      final_train_loss=loss_value, seconds=time.perf_counter() - tic)
+    return model, SeedResult(seed=seed, last=history[-1][1], best=best, best_epoch=best_epoch,
+                             history=tuple(history), final_train_loss=loss_value,
+                             seconds=time.perf_counter() - tic)
 
 
 def run_seeds(distilled: DistilledSet, real: RealImages, config: EvalConfig, device: str,
-              reporter: EvalReporter, on_seed: Callable[[SeedResult], None] | None = None) -> list[SeedResult]:
+              reporter: EvalReporter, on_seed: Callable[[SeedResult], None] | None = None,
+              step_loss: StepLoss = hard_step_loss) -> list[SeedResult]:
     """`train_one` for every seed of the (resolved) config, with deterministic kernels and
     torch's global generator state restored afterwards."""
     # labels follow the class NAMES: the distilled set's label c is the real set's index of its name
@@ -171,7 +194,8 @@ def run_seeds(distilled: DistilledSet, real: RealImages, config: EvalConfig, dev
         reporter.started(config.seeds, int(config.epochs))
         for seed in config.seeds:
             reporter.seed_started(seed)
-            result = train_one(seed, train_x, train_y, test_x, test_y, real.num_classes, config, device, reporter)
+            result = train_one(seed, train_x, train_y, test_x, test_y, real.num_classes, config, device, reporter,
+                               step_loss)
             results.append(result)
             reporter.seed_done(result)
             if on_seed is not None:
