@@ -112,6 +112,16 @@ def test_the_docs_example_registers_its_term_with_its_package(tmp_path):
     assert get_term("pull") is None  # gone with its distribution
 
 
+def test_a_plugin_module_may_register_its_term_itself(tmp_path):
+    source = _doc_block("python").replace("import GradientAt, Kind, ParamSpec, TermSpec",
+                                           "import GradientAt, Kind, ParamSpec, TermSpec, register")
+    source = source.replace("PULL = TermSpec(", "PULL = register(TermSpec(") + ")\n"
+    site = write_distribution(tmp_path / "site", "dmgd-pull", {"pull": "plugin_pull:PULL"}, {"plugin_pull.py": source})
+    with load(site):
+        assert term_package("pull") == "dmgd-pull" and plugin_problems() == ()
+        assert errors(RECIPE_WITH) == []
+
+
 def test_a_recipe_names_the_plugin_term_before_it_is_installed():
     assert "unknown term `pull`" in errors(RECIPE_WITH)
 
