@@ -23,7 +23,7 @@ import pytest
 
 import dmgd
 from dmgd.guidance import (
-    Kind, PluginError, PluginWarning, all_terms, get_term, plugin_problems, reload_plugins, term_package,
+    Kind, PluginError, PluginWarning, all_terms, get_term, plugin_problems, reload_plugins, term_package, unregister,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,13 +61,15 @@ def write_pull_plugin(root: Path) -> Path:
 
 
 @contextlib.contextmanager
-def on_sys_path(*roots: Path):
-    """The plugins under `roots` loaded for the block; afterwards gone, modules included."""
+def on_sys_path(*roots: Path, reload: bool = True):
+    """The plugins under `roots` loaded for the block (reload=False: only on the path);
+    afterwards gone, modules included."""
     before = set(sys.modules)
     sys.path[:0] = [str(r) for r in roots]
     importlib.invalidate_caches()
     try:
-        reload_plugins()
+        if reload:
+            reload_plugins()
         yield
     finally:
         for r in roots:
@@ -75,6 +77,7 @@ def on_sys_path(*roots: Path):
         for name in set(sys.modules) - before:
             if name.startswith(("dmgd_pull", "plugin_")):
                 del sys.modules[name]
+        unregister("pull")  # (registered by a module itself, outside the entry points)
         reload_plugins()
 
 
@@ -112,14 +115,29 @@ def test_the_docs_example_registers_its_term_with_its_package(tmp_path):
     assert get_term("pull") is None  # gone with its distribution
 
 
-def test_a_plugin_module_may_register_its_term_itself(tmp_path):
+def _self_registering_source() -> str:
+    """The docs example, calling `register` itself as it is imported."""
     source = _doc_block("python").replace("import GradientAt, Kind, ParamSpec, TermSpec",
                                            "import GradientAt, Kind, ParamSpec, TermSpec, register")
-    source = source.replace("PULL = TermSpec(", "PULL = register(TermSpec(") + ")\n"
+    return source.replace("PULL = TermSpec(", "PULL = register(TermSpec(") + ")\n"
+
+
+def test_a_plugin_module_may_register_its_term_itself(tmp_path):
+    source = _self_registering_source()
     site = write_distribution(tmp_path / "site", "dmgd-pull", {"pull": "plugin_pull:PULL"}, {"plugin_pull.py": source})
     with load(site):
         assert term_package("pull") == "dmgd-pull" and plugin_problems() == ()
         assert errors(RECIPE_WITH) == []
+
+
+def test_a_self_registering_plugin_imported_before_the_entry_points_are_read(tmp_path):
+    source = _self_registering_source()
+    site = write_distribution(tmp_path / "site", "dmgd-pull", {"pull": "plugin_early:PULL"},
+                              {"plugin_early.py": source})
+    with on_sys_path(site, reload=False):
+        importlib.import_module("plugin_early")  # registers `pull` under its module's name
+        assert term_package("pull") == "plugin_early"
+        assert reload_plugins() == () and term_package("pull") == "dmgd-pull"  # no clash with itself
 
 
 def test_a_recipe_names_the_plugin_term_before_it_is_installed():

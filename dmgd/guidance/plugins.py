@@ -43,6 +43,10 @@ class Declaration:
     package: str  # the distribution that declares it
     value: str  # `module:attribute`, the TermSpec
 
+    @property
+    def module(self) -> str:
+        return self.value.partition(":")[0].strip()
+
     def load(self) -> TermSpec:
         """Import the plugin's module and return its TermSpec (any exception propagates)."""
         spec = metadata.EntryPoint(self.term, self.value, GROUP).load()

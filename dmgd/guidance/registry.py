@@ -93,10 +93,11 @@ def _load_plugins() -> None:
     or breaks its contract, and a name two packages declare, become problems (warned once)
     rather than errors, so that recipes that do not use them run."""
     declared = plugins.discover()
-    for problem in plugins.clashes(declared, dict(_PACKAGES)):
+    registered_by_plugin = {d.term for d in declared if _registered_from(d)}
+    for problem in plugins.clashes(declared, {n: p for n, p in _PACKAGES.items() if n not in registered_by_plugin}):
         _PROBLEMS[problem.term] = problem  # a registered term of that name stays listed, unusable
     for declaration in declared:
-        if declaration.term in _PROBLEMS or _PACKAGES.get(declaration.term) == declaration.package:
+        if declaration.term in _PROBLEMS or declaration.term in _FROM_PLUGINS:
             continue  # a clash, or a second entry point of one package for one name
         try:
             register(declaration.load(), package=declaration.package)
@@ -105,6 +106,13 @@ def _load_plugins() -> None:
             _PROBLEMS[declaration.term] = plugins.failure(declaration, error)
     for problem in _PROBLEMS.values():
         plugins.warn(problem)
+
+
+def _registered_from(declaration: plugins.Declaration) -> bool:
+    """Whether the term is registered already by the plugin's own package (its module was
+    imported, and called `register`, before the entry points were read)."""
+    spec = _REGISTRY.get(declaration.term)
+    return spec is not None and type(spec.impl).__module__.split(".")[0] == declaration.module.split(".")[0]
 
 
 def reload_plugins() -> tuple[PluginProblem, ...]:
