@@ -47,8 +47,10 @@ def _command_line(ctx: typer.Context) -> None:
     """Messages name options as this command line spells them (--resume, not resume=True),
     for the command's duration only (a script may call the API afterwards)."""
     from dmgd.errors import cli_spelling
+    from dmgd.guidance.plugins import warnings_as_lines
 
     ctx.with_resource(cli_spelling())
+    ctx.with_resource(warnings_as_lines())
 
 
 # Commands are registered below, one section per family; keep each command short and
@@ -158,6 +160,9 @@ def _compile_or_exit(recipe, *, steps, sampler, overrides, noise, latent=None):
     except RecipeError as err:
         _print_diagnostics(err.diagnostics, err.source, err.path)
         raise typer.Exit(2 if err.path == "<command line>" else 1) from None
+    except DmgdError as err:  # a term whose plugin failed to load, or that two packages declare
+        _print_diagnostics([_whole_recipe_error(err)], recipe.source, recipe.path)
+        raise typer.Exit(1) from None
     _print_diagnostics(schedule.warnings, recipe.source, recipe.path)
     return schedule
 
@@ -191,7 +196,10 @@ def _check_one(file: str, output_format: OutputFormat) -> dict[str, _Any]:
     source, path, recipe, diagnostics = _load(file)
     identity = None
     if recipe is not None:
-        diagnostics = check_recipe(recipe)
+        try:
+            diagnostics = check_recipe(recipe)
+        except DmgdError as err:  # a term whose plugin failed to load, or that two packages declare
+            diagnostics = [_whole_recipe_error(err)]
         identity = f"sha256:{canonical_hash(recipe)}"
     errors = sum(d.severity == "error" for d in diagnostics)
     warnings = len(diagnostics) - errors
@@ -207,6 +215,12 @@ def _check_one(file: str, output_format: OutputFormat) -> dict[str, _Any]:
     else:
         typer.echo(f"{path}: ok {identity}" + (f" ({_plural(warnings, 'warning')})" if warnings else ""))
     return report
+
+
+def _whole_recipe_error(err: DmgdError):
+    from dmgd.language.diagnostics import Diagnostic
+
+    return Diagnostic("error", str(err), None, "plugin")
 
 
 @app.command("fmt")
@@ -388,7 +402,10 @@ def terms_command() -> None:
     """Every guidance term, its parameters (type, default, range, doc), and the settings."""
     from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from dmgd.guidance import plugin_problems, term_package
 
     console = Console(highlight=False)
 
@@ -402,7 +419,8 @@ def terms_command() -> None:
     console.print("[bold]Terms[/bold]: a rule is `window: term(param=value, ...), ...`; a number may "
                   "ramp over a bounded window: `a..b`, `cos(a..b)`, `exp(a..b)`.\n")
     for term in all_terms():
-        t = table(f"[bold]{term.name}[/bold] ({term.kind.value}): {term.doc}", "parameter")
+        t = table(f"[bold]{term.name}[/bold] ({term.kind.value}, from {escape(term_package(term.name))}): "
+                  f"{escape(term.doc)}", "parameter")
         for p in term.params:
             kind = p.type if p.rampable or p.type not in ("float", "int") else f"{p.type}, fixed"
             t.add_row(p.name, kind, _default_text(p), p.range_text(), p.doc)
@@ -413,6 +431,10 @@ def terms_command() -> None:
     for p in SETTING_SPECS:
         t.add_row(p.name, p.type, _default_text(p), p.range_text(), p.doc)
     console.print(t)
+    if plugin_problems():
+        console.print("[bold red]Plugin problems[/bold red] (terms from other packages, docs/extending.md):")
+        for problem in plugin_problems():
+            console.print(f"  {escape(problem.message())}", soft_wrap=True)
 
 
 # --- run and grid: distil an image set, look at it ------------------------------------

@@ -1,18 +1,23 @@
 """Guidance: term declarations, their contracts, the registry, targets, and one module per
-term family (`conditioning`, `transport`: ot and mean, `modes`). Never imports torch."""
+term family (`conditioning`, `transport`: ot and mean, `modes`); terms from other packages
+come through the `dmgd.terms` entry points (`plugins`). Never imports torch."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from dmgd.guidance.contracts import ConditioningTerm, EnergyTerm, GradientAt, NullRow, Units, units_of
+from dmgd.guidance.plugins import PluginError, PluginProblem, PluginWarning
 from dmgd.guidance.registry import (
     ContractError,
     all_terms,
     default_conditioning,
     get_term,
+    plugin_problems,
     register,
+    reload_plugins,
     target_ks,
+    term_package,
     unregister,
 )
 from dmgd.guidance.specs import FromSetting, Kind, ParamSpec, RampDefault, TermSpec
@@ -32,6 +37,7 @@ def report_k(schedule: Schedule, smallest_class: int) -> int:
 
 __all__ = [
     "ConditioningTerm", "ContractError", "EnergyTerm", "FromSetting", "GradientAt", "Kind", "NullRow", "Units", "units_of", "ParamSpec",
-    "RampDefault", "TargetBatch", "TargetTable", "TermSpec", "all_terms", "default_conditioning", "get_term",
-    "register", "report_k", "target_ks", "unregister",
+    "PluginError", "PluginProblem", "PluginWarning", "RampDefault", "TargetBatch", "TargetTable", "TermSpec",
+    "all_terms", "default_conditioning", "get_term", "plugin_problems", "register", "reload_plugins", "report_k",
+    "target_ks", "term_package", "unregister",
 ]

@@ -2,7 +2,9 @@
 
 A term family is one module in `TERM_MODULES` that calls `register(TermSpec(...))`; the
 parser knows no term names, the checker and compiler read the specs, the guided step calls
-the implementation through its contract. Importing the registry never imports torch.
+the implementation through its contract. Other packages add terms through the `dmgd.terms`
+entry-point group (`dmgd.guidance.plugins`), loaded after the built-in families the first
+time a term is looked up. Importing the registry never imports torch.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from dmgd.guidance import plugins
 from dmgd.guidance.contracts import contract_problems, ConditioningTerm, EnergyTerm
+from dmgd.guidance.plugins import PluginProblem
 from dmgd.guidance.specs import Kind, TermSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,6 +29,9 @@ TERM_MODULES = (
 CONTRACTS = {Kind.CONDITIONING: ConditioningTerm, Kind.ENERGY: EnergyTerm}
 
 _REGISTRY: dict[str, TermSpec] = {}
+_PACKAGES: dict[str, str] = {}  # term name -> the package that declares it
+_PROBLEMS: dict[str, PluginProblem] = {}  # term name -> why it cannot be used
+_FROM_PLUGINS: set[str] = set()  # the terms registered from entry points
 _loaded = False
 
 
@@ -53,19 +60,22 @@ def check_spec(spec: TermSpec) -> None:
         )
 
 
-def register(spec: TermSpec) -> TermSpec:
+def register(spec: TermSpec, *, package: str | None = None) -> TermSpec:
     """Add a term; raises ContractError when it breaks its contract, ValueError when its
-    name is taken by another term."""
+    name is taken by another term. `package`: the distribution that declares it (default:
+    the top-level package of its implementation's module, `dmgd` for the built-in terms)."""
     if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
         raise ValueError(f"term {spec.name!r} is declared twice")
     check_spec(spec)
     _REGISTRY[spec.name] = spec
+    _PACKAGES[spec.name] = package or _PACKAGES.get(spec.name) or type(spec.impl).__module__.split(".")[0]
     return spec
 
 
 def unregister(name: str) -> None:
     """Remove a term (for tests and examples that register their own)."""
     _REGISTRY.pop(name, None)
+    _PACKAGES.pop(name, None)
 
 
 def _load() -> dict[str, TermSpec]:
@@ -74,12 +84,68 @@ def _load() -> dict[str, TermSpec]:
         for module in TERM_MODULES:
             importlib.import_module(module)
         _loaded = True
+        _load_plugins()
     return _REGISTRY
 
 
+def _load_plugins() -> None:
+    """Register the terms of the `dmgd.terms` entry points; a plugin that fails to import,
+    or breaks its contract, and a name two packages declare, become problems (warned once)
+    rather than errors, so that recipes that do not use them run."""
+    declared = plugins.discover()
+    registered_by_plugin = {d.term for d in declared if _registered_from(d)}
+    for problem in plugins.clashes(declared, {n: p for n, p in _PACKAGES.items() if n not in registered_by_plugin}):
+        _PROBLEMS[problem.term] = problem  # a registered term of that name stays listed, unusable
+    for declaration in declared:
+        if declaration.term in _PROBLEMS or declaration.term in _FROM_PLUGINS:
+            continue  # a clash, or a second entry point of one package for one name
+        try:
+            register(declaration.load(), package=declaration.package)
+            _FROM_PLUGINS.add(declaration.term)
+        except Exception as error:  # noqa: BLE001 - whatever a plugin raises, the others still load
+            _PROBLEMS[declaration.term] = plugins.failure(declaration, error)
+    for problem in _PROBLEMS.values():
+        plugins.warn(problem)
+
+
+def _registered_from(declaration: plugins.Declaration) -> bool:
+    """Whether the term is registered already by the plugin's own package (its module was
+    imported, and called `register`, before the entry points were read)."""
+    spec = _REGISTRY.get(declaration.term)
+    return spec is not None and type(spec.impl).__module__.split(".")[0] == declaration.module.split(".")[0]
+
+
+def reload_plugins() -> tuple[PluginProblem, ...]:
+    """Forget the plugins' terms and problems and load the entry points again (after
+    sys.path changed); returns the problems found."""
+    for name in _FROM_PLUGINS:
+        unregister(name)
+    _FROM_PLUGINS.clear()
+    _PROBLEMS.clear()
+    if _loaded:
+        _load_plugins()
+    return plugin_problems()
+
+
 def get_term(name: str) -> TermSpec | None:
-    """The term called `name`, or None."""
-    return _load().get(name)
+    """The term called `name`, or None. Raises `dmgd.guidance.plugins.PluginError` for a
+    name two packages declare, or that a plugin which failed to load declares."""
+    terms = _load()
+    if name in _PROBLEMS:
+        raise _PROBLEMS[name].error_for_use()
+    return terms.get(name)
+
+
+def term_package(name: str) -> str:
+    """The package that declares the term `name` (`dmgd` for the built-in terms)."""
+    _load()
+    return _PACKAGES[name]
+
+
+def plugin_problems() -> tuple[PluginProblem, ...]:
+    """Every plugin that failed to load and every name two packages declare, by name."""
+    _load()
+    return tuple(_PROBLEMS[name] for name in sorted(_PROBLEMS))
 
 
 def _rank(spec: TermSpec) -> int:
