@@ -101,7 +101,7 @@ def test_cache_hit_returns_identical_tensors_without_recomputing(digits, tmp_pat
     for k in (1, 10):
         assert again[k].from_cache
         assert torch.equal(again[k].points, first[k].points) and torch.equal(again[k].masses, first[k].masses)
-        assert again[k].kmeans_seconds == pytest.approx(first[k].kmeans_seconds)
+        assert again[k].kmeans_seconds == (0.0,) * len(first[k].kmeans_seconds)  # nothing fitted
         assert again[k].class_sizes == first[k].class_sizes
 
 

@@ -25,9 +25,7 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import signal
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from dmgd.data.atomic import atomic_write_bytes
 from dmgd.data.images import DataError, RealImages, as_model_input, decode_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,21 +55,9 @@ _classes_written = 0
 
 
 def write_cache_file(path: Path, data: bytes) -> None:
-    """Every cache write goes through here: whole or not at all, under a temporary name that
-    no other process or thread writing the same entry can share."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
+    """Every cache write goes through here: `atomic_write_bytes` (whole or not at all,
+    under a temporary name that no other process or thread writing the same entry shares)."""
+    atomic_write_bytes(Path(path), data)
 
 
 def key_text(key: dict[str, Any]) -> str:

@@ -59,8 +59,9 @@ class ClassTargets:
 
     points: float32 [C, K, F] flattened latents (k-means centroids), mass-descending;
     masses: float32 [C, K] cluster shares (rows sum to 1); class_sizes: images per class;
-    kmeans_seconds: wall time of each class's k-means when the targets were built (read
-    back from the cache on a hit); encode_seconds: time spent encoding the real images (or
+    kmeans_seconds: wall time of each class's k-means in this call (0 on a targets-cache
+    hit: nothing was fitted; a cache entry holds no timings, so two processes that build
+    the same entry write the same bytes); encode_seconds: time spent encoding the real images (or
     reading their cached latents) for this call (0 on a targets-cache hit); from_cache / cache_path: where the numbers came from.
     """
 
@@ -193,7 +194,7 @@ def _valid_targets(t: dict[str, torch.Tensor], extra: dict[str, Any], c: int, k:
         return "non-finite values"
     if (ms < 0).any() or (ms.double().sum(1) - 1).abs().max() > 1e-4:
         return "masses that are not distributions"
-    if len(extra.get("kmeans_seconds", [])) != c or len(extra.get("class_sizes", [])) != c:
+    if len(extra.get("class_sizes", [])) != c:
         return "incomplete metadata"
     return None
 
@@ -334,9 +335,13 @@ def _cached_targets(path: Path | None, key: dict[str, Any], C: int, k: int, feat
     return ClassTargets(
         k=k, points=tensors["points"], masses=tensors["masses"],
         class_sizes=tuple(int(n) for n in extra["class_sizes"]),
-        kmeans_seconds=tuple(float(s) for s in extra["kmeans_seconds"]),
+        kmeans_seconds=(0.0,) * c_count(extra),
         encode_seconds=0.0, from_cache=True, cache_path=str(path), key=key,
     )
+
+
+def c_count(extra: dict[str, Any]) -> int:
+    return len(extra["class_sizes"])
 
 
 def _assembled(rows: dict[int, tuple[np.ndarray, np.ndarray, float]], real: RealImages, k: int, feat: int,
@@ -359,6 +364,5 @@ def _assembled(rows: dict[int, tuple[np.ndarray, np.ndarray, float]], real: Real
     )
     if path is not None and complete and write_cache:
         save_entry(path, {"points": t.points, "masses": t.masses}, key,
-              {"kmeans_seconds": list(seconds), "class_sizes": list(t.class_sizes),
-               "encode_seconds": encode_seconds})
+              {"class_sizes": list(t.class_sizes)})
     return t
