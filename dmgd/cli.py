@@ -693,6 +693,12 @@ def _run_failure(console, err: BaseException, file: str, out, rank: int, world: 
     raise err
 
 
+# `dmgd sweep`: every variant of a sweep recipe run, scored, tabulated, plotted (dmgd/sweep/)
+from dmgd.sweep.cli import sweep_command  # noqa: E402 - registered here, its body lives in its package
+
+app.command("sweep")(sweep_command)
+
+
 @app.command("grid")
 def grid_command(
     out: _Path = typer.Argument(..., metavar="OUT", help="a `dmgd run` output directory (or any ImageFolder)"),

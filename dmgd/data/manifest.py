@@ -49,6 +49,7 @@ def build_manifest(recipe: Any, schedule: Any, backbone: Any, real: Any, class_i
     sharding: how the classes are cut into blocks and given to ranks (`dmgd.pipeline`);
     sessions: one record per start of the run (the first, then every --resume), the
     current one last; created: when the run was first started (kept across resumes)."""
+    from dmgd.language.sources import manifest_sources
     from dmgd.sampling.sampler import sample_seed  # noqa: F401  (documents the derivation below)
 
     s = schedule.settings
@@ -59,7 +60,8 @@ def build_manifest(recipe: Any, schedule: Any, backbone: Any, real: Any, class_i
         "created": created or now,
         "command": sys.argv,
         "identity": dict(identity),
-        "recipe": {"path": recipe.path, "text": recipe.source, "hash": schedule.recipe_hash},
+        "recipe": {"path": recipe.path, "text": recipe.source, "hash": schedule.recipe_hash,
+                   **manifest_sources(recipe)},
         "settings": s.to_dict(),
         "num_steps": schedule.num_steps,
         "schedule": schedule.to_dict(),

@@ -257,3 +257,16 @@ def iter_used_paths(recipe: ast.Recipe) -> Iterator[str]:
     """The paths of the files a resolved recipe used, each once."""
     for origin in recipe.sources:
         yield origin.path
+
+
+def manifest_sources(recipe: ast.Recipe) -> dict[str, Any]:
+    """What a run's manifest adds to its recipe's own text: the resolved recipe its hash is
+    of (which differs from the text for a recipe that uses others, or one variant of a
+    sweep), and the text of every file it used."""
+    from dmgd.language.formatter import canonical_text
+
+    out: dict[str, Any] = {"resolved": canonical_text(recipe)}
+    if recipe.sources:
+        out["used"] = [{"path": o.path, "text": o.source, "used_by": [f"{p}:{line}" for p, line in o.used_by]}
+                       for o in recipe.sources]
+    return out
