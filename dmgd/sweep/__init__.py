@@ -93,11 +93,14 @@ def _generate(run: PlannedRun, steps: int | None, sampler: str | None, device: s
 
 def _evaluate(run: PlannedRun, split: Split, options: Mapping[str, Any], reporter: SweepReporter) -> tuple[float, ...]:
     """The run's accuracies (last epoch, one per classifier seed), kept in run.out/sweep-eval.json."""
+    import attrs
+
     from dmgd.data.atomic import atomic_write_json
     from dmgd.evaluation.protocol import EvalConfig, evaluate
 
-    key = {"split": split.name, "real": str(split.folder) if split.folder else None, "options": dict(options),
-           "recipe_hash": run.variant.hash}
+    config = EvalConfig(**options)
+    key = {"split": split.name, "real": str(split.folder) if split.folder else None,
+           "config": attrs.asdict(config), "recipe_hash": run.variant.hash}
     record_path = run.out / EVAL_RECORD
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
@@ -107,7 +110,7 @@ def _evaluate(run: PlannedRun, split: Split, options: Mapping[str, Any], reporte
     except (OSError, ValueError, KeyError, TypeError):
         pass
     reporter.run_started(run, "evaluating")
-    result = evaluate(run.out, split.folder, EvalConfig(**options), reporter=reporter.eval_reporter(),
+    result = evaluate(run.out, split.folder, config, reporter=reporter.eval_reporter(),
                       eval_json=run.out / f"eval-{_file_part(split.name)}.json")
     scores = tuple(float(s.last) for s in result.seeds)
     atomic_write_json(record_path, {"key": key, "scores": list(scores), "eval_json": str(result.eval_json)})
