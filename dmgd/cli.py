@@ -319,18 +319,9 @@ def explain_command(
     if output_format is OutputFormat.json:
         typer.echo(json.dumps(schedule.to_dict(), indent=2))
         return
-    s = schedule.settings
     carried = schedule.transfer
-    title = (f"{path}  sha256:{schedule.recipe_hash[:16]}\n"
-             f"{schedule.num_steps} steps of {s.sampler} on a {s.steps}-step recipe clock, cfg {s.cfg:g}")
-    if carried is not None and carried.reference is not None:
-        model = "x".join(map(str, carried.latent_shape)) if carried.latent_shape else f"{s.reference} (assumed)"
-        title += (f"\nwindows placed by noise level: reference {s.reference}, model {model}, "
-                  f"sigma x{carried.sigma_scale:.4g}")
-    if carried is not None and carried.push == "total":
-        title += "\npush = total: each energy's rho rescaled to the reference's total push"
     table = Table(
-        title=title,
+        title=_explain_title(path, schedule),
         caption="rows in sampling order; i: the run's step (N-1 first); t: recipe time i*steps/N; "
                 "flags that are off, null=keep and units=grad are not shown"
                 + ("; ref sigma: the step's sigma on the reference" if carried is not None
@@ -359,6 +350,20 @@ def explain_command(
             "\n".join(_use_text(e, first="rho") for e in step.energies) or "[dim]-[/dim]",
         )
     Console(highlight=False).print(table)
+
+
+def _explain_title(path: str, schedule) -> str:
+    s = schedule.settings
+    carried = schedule.transfer
+    title = (f"{path}  sha256:{schedule.recipe_hash[:16]}\n"
+             f"{schedule.num_steps} steps of {s.sampler} on a {s.steps}-step recipe clock, cfg {s.cfg:g}")
+    if carried is not None and carried.reference is not None:
+        model = "x".join(map(str, carried.latent_shape)) if carried.latent_shape else f"{s.reference} (assumed)"
+        title += (f"\nwindows placed by noise level: reference {s.reference}, model {model}, "
+                  f"sigma x{carried.sigma_scale:.4g}")
+    if carried is not None and carried.push == "total":
+        title += "\npush = total: each energy's rho rescaled to the reference's total push"
+    return title
 
 
 def _explained_recipe(recipe, sources: bool, variant: _Optional[str], as_json: bool):
