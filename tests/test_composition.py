@@ -101,7 +101,7 @@ def test_dropping_a_term_no_used_rule_has_is_an_error_with_did_you_mean(tmp_path
 
 
 @pytest.mark.parametrize("files, top, code, message", [
-    ({}, 'use "missing.dmgd"\n', "use-missing", "cannot use `{d}/missing.dmgd`: no such file"),
+    ({}, 'use "missing.dmgd"\ndrop ot\n', "use-missing", "cannot use `{d}/missing.dmgd`: no such file"),
     ({"a.dmgd": 'use "top.dmgd"\n'}, 'use "a.dmgd"\n', "use-cycle",
      "`top.dmgd` is used in a cycle: top.dmgd -> a.dmgd -> top.dmgd"),
     ({}, 'use "top.dmgd"\n', "use-cycle", "`top.dmgd` is used in a cycle: top.dmgd -> top.dmgd"),
@@ -201,3 +201,10 @@ def test_set_does_not_read_files():
     with pytest.raises(RecipeError) as err:
         parse_overrides(['use "x.dmgd"'])
     assert err.value.diagnostics[0].code in ("override-syntax", "unknown-setting")
+
+
+@pytest.mark.parametrize("name", ["a\x00b.dmgd", "x" * 5000 + ".dmgd", "", "."])
+def test_hostile_use_paths_are_one_line_errors(tmp_path, name):
+    err = errors(write(tmp_path, "top.dmgd", f'use "{name}"\n'))
+    assert len(err.diagnostics) == 1 and err.diagnostics[0].code.startswith("use-")
+    assert "\n" not in err.diagnostics[0].message

@@ -98,6 +98,8 @@ def test_check_counts_and_explain_lists_the_variants(tmp_path):
     runner = CliRunner()
     checked = runner.invoke(app, ["check", str(path)])
     assert checked.exit_code == 0 and checked.output.strip().endswith("a sweep of 6 variants")
+    (report,) = json.loads(runner.invoke(app, ["check", str(path), "--format", "json"]).output)
+    assert report["ok"] and report["variants"] == 6
     listed = runner.invoke(app, ["explain", str(path), "--format", "json"])
     assert listed.exit_code == 0, listed.output
     record = json.loads(listed.output)

@@ -89,12 +89,14 @@ class _Resolver:
         written = recipe.own_statements
         self._check_order(written)
         brought: list[Any] = []
+        complete = True
         for use in (st for st in written if isinstance(st, ast.Use)):
             used = self._read(recipe, origin, use, chain)
             if used is not None:
                 self._merge_used(brought, used)
+            complete = complete and used is not None
         for drop in (st for st in written if isinstance(st, ast.Drop)):
-            brought = self._drop(brought, drop)
+            brought = self._drop(brought, drop, report=complete)  # a failed use already said why
         return self._merge_own(brought, [st for st in written if isinstance(st, (ast.Setting, ast.Rule))])
 
     def _check_order(self, written: tuple[Any, ...]) -> None:
@@ -112,8 +114,12 @@ class _Resolver:
               chain: tuple[Path, ...]) -> list[Any] | None:
         """The resolved statements of the file `use` names, or None (its error recorded)."""
         shown = _shown_path(recipe.path, use.path)
-        target = (_real_folder(recipe.path) / use.path).resolve()
-        problem = self._refused(use, shown, target, chain)
+        try:
+            target = (_real_folder(recipe.path) / use.path).resolve()
+            problem = self._refused(use, shown, target, chain)
+        except (OSError, ValueError) as err:  # a NUL byte, a name too long for the file system, ...
+            problem = Diagnostic("error", f"cannot use `{shown}`: {getattr(err, 'strerror', None) or err}",
+                                 use.path_span, "use-unreadable")
         if problem is not None:
             self.errors.append(problem)
             return None
@@ -165,7 +171,7 @@ class _Resolver:
             else:
                 brought.append(st)
 
-    def _drop(self, brought: list[Any], drop: ast.Drop) -> list[Any]:
+    def _drop(self, brought: list[Any], drop: ast.Drop, report: bool = True) -> list[Any]:
         kept: list[Any] = []
         found = False
         for st in brought:
@@ -177,7 +183,7 @@ class _Resolver:
                     kept.append(evolve(st, terms=terms))
                 continue
             kept.append(st)
-        if not found:
+        if not found and report:
             self.errors.append(_unknown_drop(drop, brought))
         return kept
 
