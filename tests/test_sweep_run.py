@@ -66,7 +66,7 @@ def test_a_2_x_3_sweep_runs_scores_tabulates_plots_and_resumes(tiny_pixel_model,
 
     cli = CliRunner().invoke(app, ["sweep", str(recipe), "--out", str(out), "--eval", "--real", "val", "--set",
                                    f"model={tiny_pixel_model}", "--seeds", "1", "--epochs", "1", "--device", "cpu",
-                                   "--select"])
+                                   "--select"], env={"COLUMNS": "300"})
     assert cli.exit_code == 0, cli.output
     lines = cli.output.splitlines()  # nothing is done again: every set and every score is kept
     assert sum(line.startswith("kept:") for line in lines) == 6

@@ -46,8 +46,8 @@ def _pm(s: VariantScore | None) -> str:
 def markdown_table(plan: SweepPlan, scores: Sequence[VariantScore], chosen: Variant | None) -> str:
     keys = [p.key for p in sweep_points(plan.recipe)]
     by_index = {s.index: s for s in scores}
-    split = plan.split.name if plan.split is not None else "not evaluated"
-    lines = [f"Sweep {plan.recipe.path}: {len(plan.variants())} variants; score: {split}, mean +- SE.", "",
+    scored = f"score on {plan.split.name}: mean +- SE" if plan.split is not None else "not evaluated"
+    lines = [f"Sweep {plan.recipe.path}: {len(plan.variants())} variants; {scored}.", "",
              "| # | label | " + " | ".join(keys) + " | sha256 | score | n |",
              "| --- " * (len(keys) + 5) + "|"]
     for v in plan.variants():
@@ -67,8 +67,8 @@ def summary_table(plan: SweepPlan, scores: Sequence[VariantScore], chosen: Varia
 
     keys = [p.key for p in sweep_points(plan.recipe)]
     by_index = {s.index: s for s in scores}
-    split = plan.split.name if plan.split is not None else "not evaluated"
-    table = Table(title=f"{plan.recipe.path}: {len(plan.variants())} variants, scored on {split}",
+    scored = f"scored on {plan.split.name}" if plan.split is not None else "not evaluated"
+    table = Table(title=f"{plan.recipe.path}: {len(plan.variants())} variants, {scored}",
                   caption=f"score: last-epoch top-1 %, mean +- SE; selection: {SELECTION_RULE}" if chosen else None)
     for name in ("#", "label", *keys, "score", "n"):
         table.add_column(escape(name), justify="right" if name in ("#", "score", "n") else "left")
