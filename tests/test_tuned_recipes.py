@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from dmgd.language.formatter import canonical_text
 from dmgd.language.parser import parse_recipe
 
