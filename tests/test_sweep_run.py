@@ -71,7 +71,8 @@ def test_a_2_x_3_sweep_runs_scores_tabulates_plots_and_resumes(tiny_pixel_model,
     lines = cli.output.splitlines()  # nothing is done again: every set and every score is kept
     assert sum(line.startswith("kept:") for line in lines) == 6
     assert sum(line.startswith("scores kept:") for line in lines) == 6
-    assert "6 variants, scored on digits val" in cli.output and f"wrote {out / 'selected.dmgd'}" in cli.output
+    # the table (its title wraps to the table's width) and the files
+    assert "cfg=3.0_steps=4" in cli.output and f"wrote {out / 'selected.dmgd'}" in cli.output
     assert {p: p.stat().st_mtime_ns for p in images} == images
 
 
