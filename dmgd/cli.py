@@ -114,13 +114,14 @@ def _print_diagnostics(diagnostics, source: str, path: str, *, err: bool = True)
         typer.echo(text.rstrip("\n"), err=err)
 
 
-def _load(file: str):
-    """(source, path, recipe or None, diagnostics): a file ("-" is stdin), parsed."""
+def _load(file: str, resolve: bool = True):
+    """(source, path, recipe or None, diagnostics): a file ("-" is stdin), parsed (its `use`
+    lines resolved unless resolve=False)."""
     path = "<stdin>" if file == "-" else file
     source = ""
     try:
         source = decode_recipe_bytes(_sys.stdin.buffer.read(), path) if file == "-" else read_recipe_text(file)
-        return source, path, parse_recipe(source, path), []
+        return source, path, parse_recipe(source, path, resolve=resolve), []
     except RecipeError as err:
         return err.source or source, path, None, list(err.diagnostics)
 
@@ -193,8 +194,11 @@ def check_command(
 
 def _check_one(file: str, output_format: OutputFormat) -> dict[str, _Any]:
     """Checks one file: prints its report as text, or returns it for the JSON list."""
+    from dmgd.language.sweep import variant_count
+
     source, path, recipe, diagnostics = _load(file)
     identity = None
+    count = variant_count(recipe) if recipe is not None else 0
     if recipe is not None:
         try:
             diagnostics = check_recipe(recipe)
@@ -205,7 +209,7 @@ def _check_one(file: str, output_format: OutputFormat) -> dict[str, _Any]:
     warnings = len(diagnostics) - errors
     if errors:
         identity = None
-    report = {"path": path, "ok": not errors, "identity": identity}
+    report = {"path": path, "ok": not errors, "identity": identity, "variants": count}
     if output_format is OutputFormat.json:
         report["diagnostics"] = json.loads(render_json(list(diagnostics), path))
         return report
@@ -213,7 +217,8 @@ def _check_one(file: str, output_format: OutputFormat) -> dict[str, _Any]:
     if errors:
         typer.echo(f"{path}: {_plural(errors, 'error')}" + (f", {_plural(warnings, 'warning')}" if warnings else ""))
     else:
-        typer.echo(f"{path}: ok {identity}" + (f" ({_plural(warnings, 'warning')})" if warnings else ""))
+        typer.echo(f"{path}: ok {identity}" + (f", a sweep of {_plural(count, 'variant')}" if count > 1 else "")
+                   + (f" ({_plural(warnings, 'warning')})" if warnings else ""))
     return report
 
 
@@ -241,7 +246,7 @@ def fmt_command(
 def _fmt_one(file: str, check: bool) -> str:
     """Formats one file, or stdin to stdout for `-`; says what it found: "error",
     "unchanged", "changed" (or would be, with --check), "stdin", "unformatted stdin"."""
-    source, path, recipe, diagnostics = _load(file)
+    source, path, recipe, diagnostics = _load(file, resolve=False)  # `use` and `drop` kept as written
     if recipe is None:
         _print_diagnostics(diagnostics, source, path)
         return "error"
@@ -308,30 +313,29 @@ def explain_command(
     sets: list[str] = _SET,
     output_format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text (a table) or json"),
     latent: _Optional[str] = _LATENT,
+    sources: bool = typer.Option(False, "--sources", help="where each setting and rule came from (`use`, "
+                                 "`drop`, overrides) instead of the schedule"),
+    variant: _Optional[str] = typer.Option(None, "--variant", metavar="N|LABEL",
+                                           help="a sweep's variant to explain (default: list the variants)"),
 ) -> None:
-    """The compiled schedule, one row a step: time, timestep, sigma, conditioning, energies."""
+    """The compiled schedule, one row a step: time, timestep, sigma, conditioning, energies.
+    For a sweep: its variants, or one of them with --variant."""
     from rich.console import Console
     from rich.table import Table
 
     overrides = _overrides_or_exit(sets)
     _, path, recipe = _load_or_exit(file)
+    recipe = _explained_recipe(recipe, sources, variant, output_format is OutputFormat.json)
+    if recipe is None:
+        return
     schedule = _compile_or_exit(recipe, steps=steps, sampler=sampler, overrides=overrides,
                                 noise=_noise_for_explain(), latent=latent)
     if output_format is OutputFormat.json:
         typer.echo(json.dumps(schedule.to_dict(), indent=2))
         return
-    s = schedule.settings
     carried = schedule.transfer
-    title = (f"{path}  sha256:{schedule.recipe_hash[:16]}\n"
-             f"{schedule.num_steps} steps of {s.sampler} on a {s.steps}-step recipe clock, cfg {s.cfg:g}")
-    if carried is not None and carried.reference is not None:
-        model = "x".join(map(str, carried.latent_shape)) if carried.latent_shape else f"{s.reference} (assumed)"
-        title += (f"\nwindows placed by noise level: reference {s.reference}, model {model}, "
-                  f"sigma x{carried.sigma_scale:.4g}")
-    if carried is not None and carried.push == "total":
-        title += "\npush = total: each energy's rho rescaled to the reference's total push"
     table = Table(
-        title=title,
+        title=_explain_title(path, schedule),
         caption="rows in sampling order; i: the run's step (N-1 first); t: recipe time i*steps/N; "
                 "flags that are off, null=keep and units=grad are not shown"
                 + ("; ref sigma: the step's sigma on the reference" if carried is not None
@@ -360,6 +364,49 @@ def explain_command(
             "\n".join(_use_text(e, first="rho") for e in step.energies) or "[dim]-[/dim]",
         )
     Console(highlight=False).print(table)
+
+
+def _explain_title(path: str, schedule) -> str:
+    s = schedule.settings
+    carried = schedule.transfer
+    title = (f"{path}  sha256:{schedule.recipe_hash[:16]}\n"
+             f"{schedule.num_steps} steps of {s.sampler} on a {s.steps}-step recipe clock, cfg {s.cfg:g}")
+    if carried is not None and carried.reference is not None:
+        model = "x".join(map(str, carried.latent_shape)) if carried.latent_shape else f"{s.reference} (assumed)"
+        title += (f"\nwindows placed by noise level: reference {s.reference}, model {model}, "
+                  f"sigma x{carried.sigma_scale:.4g}")
+    if carried is not None and carried.push == "total":
+        title += "\npush = total: each energy's rho rescaled to the reference's total push"
+    return title
+
+
+def _explained_recipe(recipe, sources: bool, variant: _Optional[str], as_json: bool):
+    """The recipe `dmgd explain` compiles, or None when it printed a listing instead."""
+    from dmgd.language.listing import print_sources, print_variants
+    from dmgd.language.sweep import find_variant, has_sweep, variants
+
+    if sources:
+        print_sources(recipe, as_json)
+        return None
+    if not has_sweep(recipe):
+        if variant is not None:
+            typer.echo(f"error: --variant: {recipe.path} sweeps nothing: it has one variant, itself", err=True)
+            raise typer.Exit(2)
+        return recipe
+    if variant is None:
+        try:
+            print_variants(recipe, as_json)
+        except RecipeError as err:
+            _print_diagnostics(err.diagnostics, err.source, err.path)
+            raise typer.Exit(1) from None
+        return None
+    found = variants(recipe)
+    chosen = find_variant(found, variant)
+    if chosen is None:
+        typer.echo(f"error: --variant: {recipe.path} has no variant {variant!r}: give 1..{len(found)} or a "
+                   f"label, e.g. {found[0].label}", err=True)
+        raise typer.Exit(2)
+    return chosen.recipe
 
 
 @app.command("plot")
@@ -678,6 +725,12 @@ def _run_failure(console, err: BaseException, file: str, out, rank: int, world: 
                       f"`dmgd run {file} --out {out} --resume` goes on")
         return 130
     raise err
+
+
+# `dmgd sweep`: every variant of a sweep recipe run, scored, tabulated, plotted (dmgd/sweep/)
+from dmgd.sweep.cli import sweep_command  # noqa: E402 - registered here, its body lives in its package
+
+app.command("sweep")(sweep_command)
 
 
 @app.command("grid")

@@ -38,18 +38,17 @@ def test_the_shipped_recipes_are_there():
 
 def test_digits_recipes_differ_from_the_paper_only_where_their_comments_say():
     """digits-baseline.dmgd is baseline.dmgd at CFG 2; digits.dmgd is dmgd.dmgd at CFG 2 with
-    the OT rule retargeted (5..25, K = 5, rho 15..150)."""
-    from dmgd.language.formatter import canonical_text
+    the OT rule retargeted (5..25, K = 5, rho 15..150): composition states it, so the test
+    reads what each file writes of its own."""
+    from dmgd.language.formatter import format_statement
 
-    def text_of(name: str, *edits: tuple[str, str]) -> str:
-        text = (RECIPES[0].parent / name).read_text(encoding="utf-8").replace("cfg = 4.0", "cfg = 2.0")
-        for old, new in edits:
-            text = text.replace(old, new)
-        return canonical_text(parse_recipe(text, name))
+    def own(name: str) -> list[str]:
+        path = RECIPES[0].parent / name
+        recipe = parse_recipe(path.read_text(encoding="utf-8"), str(path), resolve=False)
+        return [format_statement(st) for st in recipe.own_statements]
 
-    assert text_of("digits-baseline.dmgd") == text_of("baseline.dmgd")
-    retarget = ("30..45: ot(K=10, rho=0.05..0.5)", "5..25: ot(K=5, rho=15..150)")
-    assert text_of("digits.dmgd") == text_of("dmgd.dmgd", retarget)
+    assert own("digits-baseline.dmgd") == ['use "baseline.dmgd"', "cfg = 2.0"]
+    assert own("digits.dmgd") == ['use "dmgd.dmgd"', "cfg = 2.0", "drop ot", "5..25: ot(K=5, rho=15..150)"]
 
 
 # --- names ------------------------------------------------------------------------------

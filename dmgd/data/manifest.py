@@ -52,6 +52,7 @@ def build_manifest(recipe: Any, schedule: Any, backbone: Any, real: Any, class_i
     `class_names` are the output folders; `classes` maps each data class to its model class
     (and label) and its folder."""
     from dmgd.data.classes import class_mapping, output_names
+    from dmgd.language.sources import manifest_sources
     from dmgd.sampling.sampler import sample_seed  # noqa: F401  (documents the derivation below)
 
     s = schedule.settings
@@ -63,7 +64,8 @@ def build_manifest(recipe: Any, schedule: Any, backbone: Any, real: Any, class_i
         "created": created or now,
         "command": sys.argv,
         "identity": dict(identity),
-        "recipe": {"path": recipe.path, "text": recipe.source, "hash": schedule.recipe_hash},
+        "recipe": {"path": recipe.path, "text": recipe.source, "hash": schedule.recipe_hash,
+                   **manifest_sources(recipe)},
         "settings": s.to_dict(),
         "num_steps": schedule.num_steps,
         "schedule": schedule.to_dict(),

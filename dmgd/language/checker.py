@@ -14,8 +14,9 @@ from typing import Any, Iterable, Mapping
 
 from dmgd.language import ast
 from dmgd.language.timeline import clock_interval, exact, is_bounded, window_interval
-from dmgd.language.diagnostics import Diagnostic, Note, did_you_mean
+from dmgd.language.diagnostics import Diagnostic, Note, did_you_mean, source_order
 from dmgd.language.settings import SETTING_NAMES, setting_spec
+from dmgd.language.sweep import has_sweep, sweep_problems, variants
 from dmgd.guidance import Kind, ParamSpec, TermSpec, all_terms, get_term
 
 __all__ = ["check_recipe", "check_value", "convert_value", "describe_value", "clock_of"]
@@ -69,6 +70,8 @@ def describe_value(value: ast.Value | Any) -> str:
         return f"the name `{value.value}`"
     if isinstance(value, ast.Ramp):
         return "a ramp"
+    if isinstance(value, ast.Sweep):
+        return "a sweep"
     return repr(value)
 
 
@@ -198,7 +201,13 @@ def clock_of(recipe: ast.Recipe, overrides: Mapping[str, Any] | None = None) -> 
 
 
 def _src(recipe: ast.Recipe, span: ast.Span) -> str:
-    return recipe.source[span.start:span.end] if recipe.source else ""
+    return ast.span_text(recipe, span)
+
+
+def rule_place(rule: ast.Rule) -> str:
+    """How a message names a rule's place: `line 12`, or `recipes/dmgd.dmgd:12` in a used file."""
+    origin = rule.span.origin
+    return f"line {rule.span.line}" if origin is None else f"{origin.path}:{rule.span.line}"
 
 
 def _check_settings(recipe: ast.Recipe) -> list[Diagnostic]:
@@ -327,10 +336,9 @@ def _check_overlaps(recipe: ast.Recipe, conditioning: list[tuple[ast.Rule, ast.T
             where = (_steps_text(steps) if steps else
                      f"recipe time {shared.describe()} (no whole step of the recipe clock, but runs with more steps "
                      f"reach it)")
-            a_line, b_line = rule_a.span.line, rule_b.span.line
             out.append(_error(
-                f"two conditioning terms on one step: `{term_a.name}` (rule at line {a_line}) and "
-                f"`{term_b.name}` (rule at line {b_line}) both hold at {where}",
+                f"two conditioning terms on one step: `{term_a.name}` (rule at {rule_place(rule_a)}) and "
+                f"`{term_b.name}` (rule at {rule_place(rule_b)}) both hold at {where}",
                 term_b.span, "conditioning-overlap",
                 notes=(Note(f"`{term_a.name}` conditions those steps too, by this rule", term_a.span),),
                 help="at most one conditioning term holds at a step; make the windows disjoint",
@@ -342,8 +350,30 @@ def check_recipe(recipe: ast.Recipe, *, overrides: Mapping[str, Any] | None = No
     """Every diagnostic of a parsed recipe, in source order.
 
     overrides: already-validated setting overrides (`--set`); only `steps` matters here,
-    as the clock the windows are checked against.
+    as the clock the windows are checked against. A recipe with sweeps is checked variant
+    by variant (each diagnostic once).
     """
+    if has_sweep(recipe):
+        return _check_sweep(recipe, overrides)
+    return _check_plain(recipe, overrides)
+
+
+def _check_sweep(recipe: ast.Recipe, overrides: Mapping[str, Any] | None) -> list[Diagnostic]:
+    out = sweep_problems(recipe)
+    if out:
+        return out
+    seen: set[tuple[Any, ...]] = set()
+    for variant in variants(recipe):
+        for d in _check_plain(variant.recipe, overrides):
+            key = (d.severity, d.code, d.span, d.message)
+            if key not in seen:
+                seen.add(key)
+                out.append(d)
+    out.sort(key=source_order)
+    return out
+
+
+def _check_plain(recipe: ast.Recipe, overrides: Mapping[str, Any] | None) -> list[Diagnostic]:
     out = _check_settings(recipe)
     clock = clock_of(recipe, overrides)
     conditioning: list[tuple[ast.Rule, ast.Term]] = []
@@ -371,5 +401,5 @@ def check_recipe(recipe: ast.Recipe, *, overrides: Mapping[str, Any] | None = No
                 ))
     if clock is not None:
         out.extend(_check_overlaps(recipe, conditioning, clock))
-    out.sort(key=lambda d: (d.span.start, d.span.end) if d.span is not None else (-1, -1))
+    out.sort(key=source_order)
     return out

@@ -16,13 +16,14 @@ from typing import Any, Callable, Mapping, Sequence
 from attrs import evolve
 
 from dmgd.language import ast
-from dmgd.language.checker import check_recipe, check_value, convert_value
+from dmgd.language.checker import check_recipe, check_value, convert_value, rule_place
 from dmgd.language.timeline import progress, ramp_value, window_steps
-from dmgd.language.diagnostics import Diagnostic, Note, RecipeError
+from dmgd.language.diagnostics import Diagnostic, Note, RecipeError, source_order
 from dmgd.language.formatter import canonical_hash
 from dmgd.language.overrides import validate_overrides
 from dmgd.language.schedule import NoiseLevels, Placement, Schedule, Step, TermUse, Transfer
 from dmgd.language.settings import Settings, parse_shape, setting_spec
+from dmgd.language.sweep import has_sweep, sweep_points, variant_count
 from dmgd.language import transfer as tr
 from dmgd.guidance import FromSetting, Kind, ParamSpec, RampDefault, TermSpec, default_conditioning, get_term
 
@@ -139,7 +140,7 @@ def empty_window_warning(recipe: ast.Recipe, rule: ast.Rule, num_steps: int, clo
         hint = "widen the window or run with more steps"
     return Diagnostic(
         "warning",
-        f"window `{recipe.source[rule.window.span.start:rule.window.span.end]}` holds at no step of this "
+        f"window `{ast.span_text(recipe, rule.window.span)}` holds at no step of this "
         f"{num_steps}-step run (recipe clock: {clock} steps); its terms never act",
         rule.window.span, "empty-window-at-run", help=hint,
     )
@@ -195,7 +196,7 @@ def compile_schedule(
     transfer = None
     if carried is not None:
         out_steps, transfer = carried.apply(recipe, rules, held, out_steps, noise, warnings)
-    warnings.sort(key=lambda d: (d.span.start, d.span.end) if d.span is not None else (-1, -1))
+    warnings.sort(key=source_order)
     return Schedule(
         steps=tuple(out_steps),
         settings=settings,
@@ -211,11 +212,22 @@ def _checked_settings(recipe: ast.Recipe, overrides: Mapping[str, Any] | None,
     """The resolved settings and the recipe's warnings; RecipeError for its errors."""
     resolved_overrides = _validate_overrides(overrides, sampler)
     diagnostics = check_recipe(recipe, overrides=resolved_overrides)
+    if has_sweep(recipe) and not any(d.severity == "error" for d in diagnostics):
+        diagnostics.append(_sweep_not_compiled(recipe))
     errors = [d for d in diagnostics if d.severity == "error"]
     if errors:
         raise RecipeError(errors, recipe.source, recipe.path)
     warnings = [d for d in diagnostics if d.severity == "warning"]
     return resolve_settings(recipe, resolved_overrides), warnings
+
+
+def _sweep_not_compiled(recipe: ast.Recipe) -> Diagnostic:
+    point = sweep_points(recipe)[0]
+    return Diagnostic(
+        "error", f"this recipe is a sweep of {variant_count(recipe)} variants, not one schedule", point.node.span,
+        "sweep-not-compiled",
+        help="run every variant with `dmgd sweep`, or one with `dmgd explain --variant N` "
+             "(`dmgd explain` lists them)")
 
 
 def _noise_levels(noise: NoiseLevels | Callable[[str, int], NoiseLevels] | None, sampler: str, num_steps: int,
@@ -266,8 +278,8 @@ def _refuse_conditioning_overlap(recipe: ast.Recipe, rules: list[ast.Rule], cond
             if shared:
                 conflicts.append(Diagnostic(
                     "error",
-                    f"two conditioning terms on one step: `{ta.name}` (rule at line {rules[ra].span.line}) and "
-                    f"`{tb.name}` (rule at line {rules[rb].span.line}) both hold at "
+                    f"two conditioning terms on one step: `{ta.name}` (rule at {rule_place(rules[ra])}) and "
+                    f"`{tb.name}` (rule at {rule_place(rules[rb])}) both hold at "
                     f"{_run_steps_text(shared, num_steps)} of this {num_steps}-step run",
                     tb.span, "conditioning-overlap",
                     (Note(f"`{ta.name}` conditions those steps too, by this rule", ta.span),),
@@ -369,7 +381,7 @@ class _Carried:
                     f"{min(sigmas):.4g}..{max(sigmas):.4g}); widen the window or run with more steps")
         return Diagnostic(
             "warning",
-            f"window `{recipe.source[rule.window.span.start:rule.window.span.end]}` holds at no step of this "
+            f"window `{ast.span_text(recipe, rule.window.span)}` holds at no step of this "
             f"{num_steps}-step run (placed by noise level from reference {self.settings.reference}); "
             f"its terms never act",
             rule.window.span, "empty-window-at-run", help=hint,

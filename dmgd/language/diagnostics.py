@@ -50,6 +50,17 @@ class RecipeError(Exception):
         super().__init__(first.message if first else "recipe error")
 
 
+def source_order(d: Diagnostic) -> tuple[int, str, int, int]:
+    """Sort key: diagnostics without a place first, then the used files' (in the order their
+    statements come), then the recipe's own, each in text order."""
+    span = d.span
+    if span is None:
+        return (-1, "", -1, -1)
+    if span.origin is None:
+        return (1, "", span.start, span.end)
+    return (0, span.origin.path, span.start, span.end)
+
+
 # --- did you mean -------------------------------------------------------------------
 
 
@@ -170,8 +181,14 @@ def _render_one(d: Diagnostic, lines: list[str], path: str, color: bool) -> str:
         if note.span is not None:
             width = max(width, len(str(note.span.line)))
 
+    def file_of(span: Span | None) -> tuple[list[str], str]:
+        """The lines and path of the file a span lies in (a used file's, or the recipe's)."""
+        if span is None or span.origin is None:
+            return lines, path
+        return span.origin.source.split("\n"), span.origin.path
+
     def header(span: Span | None, severity: str, message: str, c: str | None) -> str:
-        where = _location(path, span)
+        where = _location(file_of(span)[1], span)
         if c:
             return f"{_BOLD}{where}:{_RESET} {c}{severity}:{_RESET} {_BOLD}{message}{_RESET}"
         return f"{where}: {severity}: {message}"
@@ -181,11 +198,13 @@ def _render_one(d: Diagnostic, lines: list[str], path: str, color: bool) -> str:
         return f"  {' ' * width} {eq} {label}: {text}"
 
     def snippet(span: Span, c: str | None) -> list[str]:
-        return _snippet(lines, span, c, width)
+        return _snippet(file_of(span)[0], span, c, width)
 
     out.append(header(d.span, d.severity, _one_line(d.message), sev_color))
     if d.span is not None:
         out.extend(snippet(d.span, sev_color))
+    if d.span is not None and d.span.origin is not None:
+        out.append(gutter_line("note", d.span.origin.used_by_text()))
     if len(d.expected) > 1:
         out.append(gutter_line("expected one of", ", ".join(d.expected)))
     if d.help:
@@ -198,6 +217,8 @@ def _render_one(d: Diagnostic, lines: list[str], path: str, color: bool) -> str:
             note_color = _COLORS["note"] if color else None
             out.append(header(note.span, "note", _one_line(note.message), note_color))
             out.extend(snippet(note.span, note_color))
+            if note.span.origin is not None and (d.span is None or note.span.origin != d.span.origin):
+                out.append(gutter_line("note", note.span.origin.used_by_text()))
     return "\n".join(out) + "\n"
 
 
@@ -209,7 +230,8 @@ def render_json(diagnostics: Iterable[Diagnostic], path: str) -> str:
     """Diagnostics as a JSON list, for editors and CI. Each object has: path, line,
     column, end_line, end_column (1-based, end exclusive; null without a span),
     severity, code, message, help (or null), expected (a list of words) and notes (a
-    list of {message, line, column, end_line, end_column})."""
+    list of {message, line, column, end_line, end_column}). A diagnostic in a file the recipe
+    `use`s has that file's path, and `used_by`: ["FILE:LINE", ...], innermost first."""
     def where(span: Span | None) -> dict[str, int | None]:
         if span is None:
             return {"line": None, "column": None, "end_line": None, "end_column": None}
@@ -217,7 +239,8 @@ def render_json(diagnostics: Iterable[Diagnostic], path: str) -> str:
 
     items = []
     for d in diagnostics:
-        item: dict[str, object] = {"path": path}
+        origin = d.span.origin if d.span is not None else None
+        item: dict[str, object] = {"path": origin.path if origin is not None else path}
         item.update(where(d.span))
         item.update({
             "severity": d.severity,
@@ -227,5 +250,7 @@ def render_json(diagnostics: Iterable[Diagnostic], path: str) -> str:
             "expected": list(d.expected),
             "notes": [{"message": n.message, **where(n.span)} for n in d.notes],
         })
+        if origin is not None:
+            item["used_by"] = [f"{p}:{line}" for p, line in origin.used_by]
         items.append(item)
     return json.dumps(items, indent=2)

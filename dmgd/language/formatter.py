@@ -19,6 +19,8 @@ from dmgd.language.ast import (
     Boolean,
     Bound,
     Comment,
+    Directive,
+    Drop,
     Name,
     Number,
     OneSided,
@@ -30,9 +32,12 @@ from dmgd.language.ast import (
     Setting,
     SigmaRange,
     String,
+    Sweep,
     Term,
+    Use,
     Value,
     Window,
+    WindowSweep,
 )
 
 __all__ = ["format_recipe", "canonical_text", "canonical_hash", "format_statement", "format_value",
@@ -76,6 +81,8 @@ def format_window(window: Window) -> str:
         return f"sigma {format_number(window.lo)}..{format_number(window.hi)}"
     if isinstance(window, Always):
         return "*"
+    if isinstance(window, WindowSweep):
+        return "{" + ", ".join(format_window(w) for w in window.alternatives) + "}"
     raise TypeError(f"not a window: {window!r}")
 
 
@@ -97,6 +104,8 @@ def format_value(value: Value) -> str:
     if isinstance(value, Ramp):
         inner = f"{format_number(value.start)}..{format_number(value.end)}"
         return inner if value.shape == "linear" else f"{value.shape}({inner})"
+    if isinstance(value, Sweep):
+        return "{" + ", ".join(format_value(v) for v in value.alternatives) + "}"
     raise TypeError(f"not a value: {value!r}")
 
 
@@ -106,7 +115,11 @@ def _term(term: Term) -> str:
     return f"{term.name}(" + ", ".join(f"{p.name}={format_value(p.value)}" for p in term.params) + ")"
 
 
-def format_statement(statement: Setting | Rule) -> str:
+def format_statement(statement: Setting | Rule | Directive) -> str:
+    if isinstance(statement, Use):
+        return f"use {_string(statement.path)}"
+    if isinstance(statement, Drop):
+        return f"drop {statement.name}"
     if isinstance(statement, Setting):
         return f"{statement.name} = {format_value(statement.value)}"
     if isinstance(statement, Rule):
@@ -115,8 +128,9 @@ def format_statement(statement: Setting | Rule) -> str:
 
 
 def format_recipe(recipe: Recipe) -> str:
-    """The recipe in its canonical layout (see the module's doc)."""
-    items: list[Setting | Rule | Comment] = [*recipe.statements, *recipe.comments]
+    """The recipe in its canonical layout (see the module's doc): its own text, `use` and
+    `drop` kept, not what they resolve to."""
+    items: list[Setting | Rule | Directive | Comment] = [*recipe.own_statements, *recipe.comments]
     items.sort(key=lambda item: item.span.start)
     lines: list[str] = []
     previous: Setting | Rule | Comment | None = None
@@ -138,7 +152,9 @@ def format_recipe(recipe: Recipe) -> str:
 
 
 def canonical_text(recipe: Recipe) -> str:
-    """The statements alone, canonically formatted, one a line: no comments, no blank lines."""
+    """The statements alone, canonically formatted, one a line: no comments, no blank lines.
+    A recipe that `use`s others gives the text of what it resolves to: the same as the
+    flat recipe it stands for, so the two have one identity."""
     return "".join(format_statement(s) + "\n" for s in recipe.statements)
 
 

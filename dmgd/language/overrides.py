@@ -70,10 +70,10 @@ def _parse_one(arg: str, line: int, offset: int) -> tuple[str | None, Any, list[
             return None, None, [Diagnostic("error", f"setting `{stripped}` needs a value", whole, "override-syntax")]
         return stripped, raw.strip(), []
     try:
-        recipe = parse_recipe(arg, COMMAND_LINE)
+        recipe = parse_recipe(arg, COMMAND_LINE, resolve=False)
     except RecipeError as err:
         return None, None, [_shift_diag(d, line, offset) for d in err.diagnostics]
-    statements = recipe.statements
+    statements = recipe.own_statements
     if len(statements) != 1 or not isinstance(statements[0], ast.Setting):
         return None, None, [Diagnostic("error", "a --set value is one `name=value`, not a rule or several statements",
                                        whole, "override-syntax", help="e.g. --set ipc=50")]

@@ -21,6 +21,7 @@ from dmgd.language.ast import (
     Boolean,
     Bound,
     Comment,
+    Drop,
     Name,
     Number,
     OneSided,
@@ -34,7 +35,10 @@ from dmgd.language.ast import (
     SigmaRange,
     Span,
     String,
+    Sweep,
     Term,
+    Use,
+    WindowSweep,
 )
 from dmgd.language.diagnostics import Diagnostic, RecipeError, did_you_mean
 
@@ -112,6 +116,27 @@ class _Builder:
         name, value = c
         return Setting(str(name.value), value, _join(_tok_span(name), value.span), _tok_span(name))
 
+    def use(self, c: list[Any]) -> Any:
+        name, tok = c
+        if name.value != "use":
+            return _syntax(f"expected `use` before a file name, found `{_clip(name.value)}`", _tok_span(name),
+                           help=did_you_mean(str(name.value), ["use"])
+                           or 'a recipe is used with `use "other.dmgd"`; a setting is written `name = value`',
+                           expected=("`use`",))
+        path = self.string([tok])
+        if type(path) is _Bad:
+            return path
+        return Use(path.value, _join(_tok_span(name), path.span), path.span)
+
+    def drop(self, c: list[Any]) -> Any:
+        name, term = c
+        if name.value != "drop":
+            return _syntax(
+                f"expected `=`, a comparison (`>=`, `>`, `<=`, `<`) or a number, found `{_clip(term.value)}`",
+                _tok_span(term), help=did_you_mean(str(name.value), ["drop"])
+                or f"a setting is written `{_clip(name.value)} = value`", expected=("`=`",))
+        return Drop(str(term.value), _join(_tok_span(name), _tok_span(term)), _tok_span(term))
+
     def rule(self, c: list[Any]) -> Any:
         bad = _bad_children(c)
         if bad:
@@ -148,6 +173,9 @@ class _Builder:
                 expected=("`t`",),
             )
         return OneSided(str(op.value), bound, _join(_tok_span(name), bound.span))
+
+    def window_sweep(self, c: list[Any]) -> Any:
+        return _sweep(c, WindowSweep, "window")
 
     def always(self, c: list[Any]) -> Always:
         return Always(_tok_span(c[0]))
@@ -221,6 +249,9 @@ class _Builder:
             return Boolean(False, _tok_span(tok))
         return Name(str(value), _tok_span(tok))
 
+    def sweep(self, c: list[Any]) -> Any:
+        return _sweep(c, Sweep, "value")
+
     def linear_ramp(self, c: list[Any]) -> Ramp | _Bad:
         lo, hi = _number(c[0]), _number(c[1])
         return _bad_children([lo, hi]) or Ramp(lo, hi, "linear", _join(lo.span, hi.span))
@@ -239,6 +270,19 @@ class _Builder:
             ),))
         lo_n, hi_n = _number(lo), _number(hi)
         return _bad_children([lo_n, hi_n]) or Ramp(lo_n, hi_n, name.value, _join(_tok_span(name), _tok_span(rpar)))
+
+
+def _sweep(c: list[Any], node: type, what: str) -> Any:
+    """A Sweep or a WindowSweep from `{`, its alternatives and `}`; a sweep inside a sweep is an error."""
+    bad = _bad_children(c)
+    if bad:
+        return bad
+    lbrace, alternatives, rbrace = c[0], c[1:-1], c[-1]
+    nested = next((a for a in alternatives if isinstance(a, (Sweep, WindowSweep))), None)
+    if nested is not None:
+        return _syntax(f"a sweep inside a sweep: each alternative is one {what}", nested.span,
+                       help="list every alternative in the one pair of braces, e.g. `{1.0, 2.0, 4.0}`")
+    return node(tuple(alternatives), _join(_tok_span(lbrace), _tok_span(rbrace)))
 
 
 def bound_text(bound: Bound) -> str:
@@ -274,11 +318,20 @@ def parse_raw(text: str) -> list[Any]:
 # --- the entry point ----------------------------------------------------------------
 
 
-def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
-    """Parse a recipe. Raises RecipeError (with every syntax error found) on bad input."""
+def parse_recipe(text: str, path: str = "<recipe>", *, resolve: bool = True) -> Recipe:
+    """Parse a recipe. Raises RecipeError (with every syntax error found) on bad input.
+
+    A recipe that `use`s others has them read and resolved (`dmgd.language.sources`; paths
+    relative to `path`'s folder, or the current directory for text without a file);
+    resolve=False keeps only its own statements (`written`), as `dmgd fmt` needs them."""
     if not isinstance(text, str):
         raise TypeError(f"parse_recipe() takes the recipe's text (str), not {type(text).__name__}")
-    return _assemble(_parse_or_raise(text, path), text, path)
+    recipe = _assemble(_parse_or_raise(text, path), text, path)
+    if recipe.written is None or not resolve:
+        return recipe
+    from dmgd.language.sources import resolve_uses  # sources parses the used files with this module
+
+    return resolve_uses(recipe)
 
 
 def _parse_or_raise(text: str, path: str) -> list[Any]:
@@ -291,19 +344,22 @@ def _parse_or_raise(text: str, path: str) -> list[Any]:
 
 def _assemble(items: list[Any], text: str, path: str) -> Recipe:
     """The Recipe from the parser's items, or RecipeError for the `_Bad` ones."""
-    statements: list[ast.Statement] = []
+    statements: list[ast.Statement | ast.Directive] = []
     comments: list[Comment] = []
     errors: list[Diagnostic] = []
     for item in items:
         kind = type(item)
         if kind is _Bad:
             errors.extend(item.diagnostics)
-        elif kind is Setting or kind is Rule:
+        elif kind is Setting or kind is Rule or kind is Use or kind is Drop:
             statements.append(item)
         else:  # a COMMENT token
             comments.append(Comment(str(item.value).rstrip(), _tok_span(item)))
     if errors:
         raise RecipeError(errors[:MAX_ERRORS], text, path)
+    if any(type(st) is Use or type(st) is Drop for st in statements):
+        own = tuple(st for st in statements if type(st) is Setting or type(st) is Rule)
+        return Recipe(own, tuple(comments), text, path, written=tuple(statements))
     return Recipe(tuple(statements), tuple(comments), text, path)
 
 
@@ -384,7 +440,7 @@ _END = {"_NL", "_SEMI", "$END", "COMMENT"}
 # The grammar's punctuation terminals and their text.
 _LITERALS = {
     "EQUAL": "=", "COLON": ":", "COMMA": ",", "LPAR": "(", "RPAR": ")", "STAR": "*",
-    "_SEMI": ";", "DOTDOT": "..", "DOTDOT_EQ": "..=",
+    "_SEMI": ";", "DOTDOT": "..", "DOTDOT_EQ": "..=", "LBRACE": "{", "RBRACE": "}",
 }
 _WORDS = {
     "NAME": "a name",
@@ -395,13 +451,17 @@ _WORDS = {
     "COMMENT": "a comment",
 }
 # The order in which expectations are listed.
-_ORDER = ["EQUAL", "CMP", "DOTDOT", "DOTDOT_EQ", "COLON", "LPAR", "COMMA", "RPAR", "NAME", "NUMBER", "PERCENT",
-          "STRING", "STAR"]
+_ORDER = ["EQUAL", "CMP", "DOTDOT", "DOTDOT_EQ", "COLON", "LPAR", "COMMA", "RPAR", "RBRACE", "NAME", "NUMBER",
+          "PERCENT", "STRING", "STAR", "LBRACE"]
 
 
 def describe_expected(names: set[str] | frozenset[str]) -> tuple[str, ...]:
     """What would fit, in words, from the parser's set of acceptable terminals."""
     names = set(names) - {"WS"}
+    if {"EQUAL", "CMP"} <= names:  # after a statement's first name: `use "f"` and `drop x` are rare there
+        names -= {"STRING", "NAME"}
+    if names & (_VALUE | _BOUND | _STATEMENT_START):  # a sweep `{...}` is one more way to write a value or window
+        names.discard("LBRACE")
     if _STATEMENT_START <= names:
         return ("a window", "a setting", "a comment")
     if names == {"NAME"}:
@@ -468,6 +528,7 @@ def _after(text: str, offset: int) -> str:
 
 
 _SIGMA_INCLUSIVE = re.compile(r"[ \t\f\r]*sigma[ \t\f\r]+[-0-9.eE+]+[ \t\f\r]*\.\.=")
+_USE_WITHOUT_STRING = re.compile(r'[ \t\f\r]*use[ \t\f\r]+[^"= \t\f\r]')
 _SETTING_WITHOUT_EQUAL = re.compile(r"[ \t\f\r]*([A-Za-z_][A-Za-z0-9_]*)[ \t\f\r]+(?:-?[0-9]|\"|[A-Za-z_])")
 
 # An error in parts: message, span, what was expected, help.
@@ -526,6 +587,8 @@ def _unexpected_characters(e: Any, piece: str, base: int, lines: _Lines) -> _Des
 
 def _statement_help(piece: str) -> str | None:
     """Help that the statement's text alone suggests, where the error gave none."""
+    if _USE_WITHOUT_STRING.match(piece):
+        return 'a recipe is used with `use "other.dmgd"`: the path in double quotes'
     if _SIGMA_INCLUSIVE.match(piece):
         return "a sigma window holds at both of its ends: write `sigma a..b`"
     m = _SETTING_WITHOUT_EQUAL.match(piece)
