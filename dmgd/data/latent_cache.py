@@ -64,13 +64,18 @@ def key_text(key: dict[str, Any]) -> str:
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 
+ENTRY_META = "dmgd-cache-entry"  # the metadata key holding an entry's key and facts
+
+
 def save_entry(path: Path, tensors: dict[str, torch.Tensor], key: dict[str, Any], extra: dict[str, Any],
                what: str = "targets cache") -> None:
     """A safetensors cache file holding `key` and `extra` (JSON) in its metadata; a cache
     that cannot be written (read-only, full) is logged, and the run goes on."""
     from safetensors.torch import save
 
-    meta = {"key": key_text(key), **{k: json.dumps(v) for k, v in extra.items()}}
+    # One metadata entry: safetensors writes its metadata map in an order that varies from
+    # process to process, and two processes that build one entry must write the same bytes.
+    meta = {ENTRY_META: json.dumps({"key": key_text(key), "extra": extra}, sort_keys=True)}
     data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta)
     try:
         write_cache_file(path, data)
@@ -88,13 +93,13 @@ def load_entry(path: Path, key: dict[str, Any], *, tensors: bool = True
         return None
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            meta = json.loads((f.metadata() or {}).get(ENTRY_META, "{}"))
             if meta.get("key") != key_text(key):
                 log.warning("cache file %s was made for another key; rebuilding", path)
                 STATS["rebuilt"] += 1
                 return None
             found = {name: f.get_tensor(name) for name in f.keys()} if tensors else {}
-        extra = {k: json.loads(v) for k, v in meta.items() if k != "key"}
+        extra = meta.get("extra", {})
     except Exception as e:  # truncated file, bad header, bad JSON...
         log.warning("cache file %s is unreadable (%s: %s); rebuilding", path, type(e).__name__, e)
         STATS["rebuilt"] += 1
