@@ -76,8 +76,6 @@ def resolve_split(real: str | os.PathLike[str] | None, out: Path, first_settings
                   overrides: Mapping[str, Any]) -> Split:
     """`--real`: None or "test" (an embedded test split), "val" (an embedded val split; the runs
     then build their targets from the fit split), or a folder."""
-    from dmgd.data.embedded import write_image_folder
-
     if real is not None and str(real) not in EMBEDDED_SPLITS:
         if not Path(real).is_dir():
             raise SweepError(f"{_REAL} {real}: no such folder (give val, test or a folder of real images)")
@@ -89,9 +87,28 @@ def resolve_split(real: str | os.PathLike[str] | None, out: Path, first_settings
     if "data" in overrides:
         raise SweepError(f"{_REAL} val scores on the embedded {data} val split, which generation must not "
                          f"see: leave `data` to the sweep (it uses the fit split), or give {_REAL} PATH")
-    folder = write_image_folder(data, out / "real" / f"{data}-val", "val")
-    fit = write_image_folder(data, out / "real" / f"{data}-fit", "fit")
-    return Split(f"{data} val", Path(folder), Path(fit))
+    folder = _split_folder(data, out / "real" / f"{data}-val", "val")
+    fit = _split_folder(data, out / "real" / f"{data}-fit", "fit")
+    return Split(f"{data} val", folder, fit)
+
+
+def _split_folder(data: str, root: Path, split: str) -> Path:
+    """An embedded split as an ImageFolder at `root`, written once: under a temporary name,
+    then renamed, so an existing `root` is whole and a rerun keeps it as it is."""
+    import shutil
+
+    from dmgd.data.embedded import write_image_folder
+
+    if root.is_dir():
+        return root
+    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_image_folder(data, tmp, split)
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process renamed its own copy first: the same images
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
 
 
 def _run_folder(out: Path, variant: Variant, gen_seed: int | None) -> Path:
