@@ -44,11 +44,11 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from retarget_digits import load, run_jobs  # noqa: E402  (the same resumable JSONL bookkeeping)
 IPC = 10
 DIGITS_RHO = (15.0, 150.0)
 TRANSFER_LINE = 'reference = "1x8x8"\n'
@@ -231,25 +231,7 @@ def train_job(args: tuple) -> dict:
             "epochs": r.config.epochs, "train_seconds": r.seeds[0].seconds}
 
 
-# --- bookkeeping ----------------------------------------------------------------------------
-
-
-def load(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def run_jobs(fn, jobs: list[tuple], path: Path, n: int, show) -> None:
-    if not jobs:
-        return
-    with ProcessPoolExecutor(max_workers=n) as pool:
-        futures = [pool.submit(fn, j) for j in jobs]
-        for i, f in enumerate(as_completed(futures), 1):
-            r = f.result()
-            with path.open("a") as fh:
-                fh.write(json.dumps(r) + "\n")
-            print(f"  [{i}/{len(jobs)}] {show(r)}", flush=True)
+# --- bookkeeping (load / run_jobs: retarget_digits.py's, beside this script) ---------------
 
 
 def stats(values: list[float]) -> dict:
