@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import dmgd
+from dmgd import RecipeError
 from dmgd.guidance import (
     Kind, PluginError, PluginWarning, all_terms, get_term, plugin_problems, reload_plugins, term_package, unregister,
 )
@@ -237,9 +238,15 @@ def test_a_broken_plugin_is_reported_and_only_recipes_using_it_fail(tmp_path, ho
         assert [p.term for p in plugin_problems()] == ["wobble"] and error in plugin_problems()[0].error
         assert errors(RECIPE_WITHOUT + "2..9: mean(rho=0.1)\n") == []
         dmgd.compile(RECIPE_WITHOUT + "2..9: mean(rho=0.1)\n")
-        with pytest.raises(PluginError, match=r"term `wobble` comes from package `dmgd-wobble`, whose plugin "
-                                              r"failed to load: .*Fix or uninstall `dmgd-wobble`"):
-            dmgd.check(RECIPE_WITHOUT + "2..9: wobble\n")
+        [problem] = dmgd.check(RECIPE_WITHOUT + "2..9: wobble\n")
+        assert problem.severity == "error" and problem.code == "plugin-error"
+        assert re.fullmatch(r"term `wobble` comes from package `dmgd-wobble`, whose plugin failed to load: .*"
+                            r"Fix or uninstall `dmgd-wobble` \(`dmgd terms` lists plugin problems\)", problem.message)
+        assert (problem.span.line, problem.span.column) == (5, 7)  # the term's name, where the user looks
+        with pytest.raises(RecipeError, match="whose plugin failed to load"):
+            dmgd.compile(RECIPE_WITHOUT + "2..9: wobble\n")
+        with pytest.raises(PluginError, match="whose plugin failed to load"):
+            get_term("wobble")  # the Python API's contract for callers outside the language
 
 
 def test_the_command_line_reports_a_broken_plugin_and_runs_the_rest(tmp_path):
@@ -253,7 +260,8 @@ def test_the_command_line_reports_a_broken_plugin_and_runs_the_rest(tmp_path):
                                    "(ModuleNotFoundError: No module named 'plugin_no_such_module')"), check.stderr
     assert check.stderr.count("warning:") == 1 and "Traceback" not in check.stdout + check.stderr
     assert f"{good}: ok sha256:" in check.stdout
-    assert f"{bad}: error: term `wobble` comes from package `dmgd-wobble`, whose plugin failed to load" in check.stdout
+    assert f"{bad}:5:7: error: term `wobble` comes from package `dmgd-wobble`, whose plugin failed to load" \
+        in check.stdout
     explain = dmgd_cli("explain", str(bad), plugins=site)
     assert explain.returncode == 1 and "whose plugin failed to load" in explain.stderr
     assert "Traceback" not in explain.stderr
@@ -271,7 +279,7 @@ def test_two_packages_declaring_one_term_is_an_error_naming_both(tmp_path):
     with stack:
         assert [p.packages for p in plugin_problems()] == [("dmgd-pull", "other-pull")]
         assert errors(RECIPE_WITHOUT) == []
-        with pytest.raises(PluginError, match="declared by packages `dmgd-pull` and `other-pull`: uninstall"):
+        with pytest.raises(RecipeError, match="declared by packages `dmgd-pull` and `other-pull`: uninstall"):
             dmgd.compile(RECIPE_WITH)
         assert "plugin_other" not in sys.modules  # a clash is found from the metadata alone
 
@@ -284,6 +292,7 @@ def test_a_plugin_cannot_take_a_built_in_name(tmp_path):
         stack = load(site)
     with stack:
         assert errors(RECIPE_WITHOUT + "2..9: mean\n") == []
-        with pytest.raises(PluginError, match="`dmgd` and `dmgd-ot`"):
-            dmgd.check(RECIPE_WITHOUT + "2..9: ot\n")
+        assert errors(RECIPE_WITHOUT + "2..9: ot\n") == [
+            "term `ot` is declared by packages `dmgd` and `dmgd-ot`: uninstall all but one of them "
+            "(or ask its authors to rename the term)"]
     assert get_term("ot").impl.__module__ == "dmgd.guidance.transport" and plugin_problems() == ()

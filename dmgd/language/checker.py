@@ -17,7 +17,7 @@ from dmgd.language.timeline import clock_interval, exact, is_bounded, window_int
 from dmgd.language.diagnostics import Diagnostic, Note, did_you_mean, source_order
 from dmgd.language.settings import SETTING_NAMES, setting_spec
 from dmgd.language.sweep import has_sweep, sweep_problems, variants
-from dmgd.guidance import Kind, ParamSpec, TermSpec, all_terms, get_term
+from dmgd.guidance import Kind, ParamSpec, PluginError, TermSpec, all_terms, get_term
 
 __all__ = ["check_recipe", "check_value", "convert_value", "describe_value", "clock_of"]
 
@@ -286,7 +286,10 @@ def _check_window(recipe: ast.Recipe, window: ast.Window, clock: int | None) -> 
 
 
 def _check_term(recipe: ast.Recipe, term: ast.Term, window: ast.Window) -> tuple[list[Diagnostic], TermSpec | None]:
-    spec = get_term(term.name)
+    try:
+        spec = get_term(term.name)
+    except PluginError as e:  # a clash, or the plugin declaring the term failed to load
+        return [_error(str(e), term.name_span, "plugin-error")], None
     if spec is None:
         names = [t.name for t in all_terms()]
         return [_error(f"unknown term `{term.name}`", term.name_span, "unknown-term",
