@@ -303,6 +303,34 @@ def test_a_real_test_folder(tmp_path):
     assert (sgd.config.lr, sgd.config.weight_decay) == (0.01, 5e-4) and len(sgd.seeds[0].history) == 2
 
 
+def test_a_set_of_some_classes_is_tested_on_those_classes_of_the_real_set(tmp_path):
+    """The real set may hold more classes (ImageNet's whole val split); only the set's are
+    read, and each keeps the set's label."""
+    from dmgd.data.images import embedded_real_images
+    from dmgd.evaluation.sets import read_real
+
+    test = write_image_folder(tmp_path / "test", classes=4, per_class=3, size=16, seed=1)
+    (test / "class_3" / "notes.txt").write_text("a class folder outside the set is never opened")
+    train = write_image_folder(tmp_path / "train", classes=3, per_class=2, size=16)
+    for name in ("class_0", "class_1"):
+        (train / name).rename(train / f"{name}_")
+    (train / "class_1_").rename(train / "class_0")
+    (train / "class_0_").rename(train / "class_1")  # the set's order differs from the real one
+    (train / "manifest.json").write_text(json.dumps({"class_names": ["class_2", "class_0", "class_1"]}))
+    result = evaluate(train, test, EvalConfig(seeds=1, epochs=1), write=False)
+    assert result.class_names == ("class_2", "class_0", "class_1") and result.test_images == 9
+    assert result.real_source == f"{test} (3 of its 4 classes)"
+    real, _ = read_real(test, image_size=16, channels=3, class_names=("class_2", "class_0"))
+    assert real.class_names == ("class_2", "class_0") and real.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert real.paths[0].startswith("class_2/")
+
+    digits = embedded_real_images("digits", "test")
+    some, source = read_real(None, image_size=8, channels=1, class_names=("7", "1"))
+    assert some.class_names == ("7", "1") and source.endswith("(2 of its 10 classes)")
+    for label, digit in enumerate((7, 1)):
+        assert torch.equal(some.images[some.labels == label], digits.images[digits.labels == digit])
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 
@@ -337,7 +365,7 @@ def test_bad_input_gives_one_clear_error(tmp_path):
         f.unlink()
     _fails([empty], "class '4'", "has no images")
     other = _digits_like(tmp_path / "other", [str(c) for c in range(9)] + ["x"])
-    _fails([other], "differ", "'x' in the distilled set only", "'9' in the real set only")
+    _fails([other], "has no class folder for 'x' of", "(1 of its 10 classes; the real set has 10: '9')")
     corrupt = _digits_like(tmp_path / "corrupt", [str(c) for c in range(10)])
     (corrupt / "3" / "0001.png").write_bytes(b"not a png")
     _fails([corrupt], "is not a readable image", "0001.png")
@@ -348,7 +376,7 @@ def test_bad_input_gives_one_clear_error(tmp_path):
     _fails([rgb], "embedded digits", "--real")
     good = _digits_like(tmp_path / "good", [str(c) for c in range(10)])
     wrong_real = _digits_like(tmp_path / "wrong_real", ["a", "b"])
-    _fails([good, "--real", wrong_real], "differ", "'a'")
+    _fails([good, "--real", wrong_real], "has no class folder for '0', '1'", "the real set has 2: 'a', 'b'")
     _fails([good, "--real", tmp_path / "nowhere"], "the real test set", "does not exist")
     _fails([good, "--model", "vgg"], "model must be one of")
     _fails([good, "--device", "cuda:7"] if not torch.cuda.is_available() else [good, "--device", "tpu"], "--device")

@@ -86,6 +86,22 @@ def test_out_names_index_writes_rdeds_layout(tmp_path, imagenet_model):
         ("n02096294", 193, "00193"), ("n02099601", 207, "00207")]
 
 
+def test_an_index_named_set_is_tested_on_the_wnid_folders_of_a_whole_val_split(tmp_path, imagenet_model):
+    """`dmgd eval` takes the ImageNet val folder as it is: the set's two classes are found by
+    the manifest's wnids among all the folders, and no other folder is opened."""
+    from dmgd.evaluation.protocol import EvalConfig, evaluate
+
+    out = tmp_path / "out"
+    run(RECIPE, out, model=str(imagenet_model), data=str(_imagenet_folder(tmp_path / "train")), ipc=1,
+        device="cpu", overrides={"classes": "n02096294, 207", "out_names": "index"})
+    val = _imagenet_folder(tmp_path / "val")
+    result = evaluate(out, val, EvalConfig(seeds=1, epochs=1), write=True)
+    assert result.class_names == ("n02096294", "n02099601") and result.test_images == 4
+    assert result.real_source == f"{val} (2 of its 13 classes)"
+    report = json.loads((out / "eval.json").read_text())
+    assert report["real_set"]["source"] == result.real_source
+
+
 def test_a_folder_of_only_woofs_wnids_maps_to_dits_classes(imagenet_model):
     from dmgd.pipeline import map_classes
     from dmgd.sampling.backbones import load_backbone

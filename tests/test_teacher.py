@@ -151,6 +151,21 @@ def test_train_a_teacher_on_a_folder_records_what_it_is(tmp_path):
         align(again, again.class_names, channels=1, image_size=16)
 
 
+def test_an_unnamed_imagenet_teacher_scores_wnid_classes_by_their_imagenet_index(tmp_path):
+    """RDED's teacher is torchvision's ResNet-18: 1000 unnamed outputs in ImageNet's order."""
+    from dmgd.evaluation.teacher import Teacher
+
+    net = torch.nn.Linear(3, 1000)
+    teacher = Teacher(model=net, arch="resnet18bn", num_classes=1000, in_channels=3, image_size=None,
+                      class_names=None, path=tmp_path / "resnet18.pth", sha256="0" * 64, metadata={})
+    aligned = align(teacher, ("n02096294", "n01440764", "n02099601"), channels=3, image_size=224)
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        assert torch.equal(aligned(x), net(x)[:, [193, 0, 207]])
+    with pytest.raises(EvalError, match="1000 unnamed outputs, the set 2 classes"):
+        align(teacher, ("n02096294", "class_1"), channels=3, image_size=224)
+
+
 def test_bad_teacher_training_requests_give_clear_errors(tmp_path):
     train, _ = _split_folders(tmp_path)
     with pytest.raises(EvalError, match="--test is needed"):

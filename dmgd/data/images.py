@@ -26,7 +26,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from attrs import field, frozen
@@ -262,6 +262,7 @@ def load_image_folder(
     *,
     workers: int | None = None,
     classes: str | None = None,
+    folders: Sequence[str] | None = None,
 ) -> RealImages:
     """Read an ImageFolder into [-1, 1] tensors (see the module doc). Raises DataError.
 
@@ -269,6 +270,7 @@ def load_image_folder(
     are (then they must all have one size). channels: 3 (RGB) or 1 (grayscale); every image
     is converted. num_classes: when given, the folder must have exactly that many classes.
     classes: a `classes` setting (`dmgd.data.classes`): only the class folders it picks are read.
+    folders: exactly these class folders (names), labelled in this order; the others are never opened.
     """
     import torch
 
@@ -277,7 +279,7 @@ def load_image_folder(
     if image_size is not None and int(image_size) < 1:
         raise ValueError(f"image_size must be positive, not {image_size!r}")
     root = Path(root).expanduser()
-    dirs, files, labels = _listing(root, num_classes, classes)
+    dirs, files, labels = _listing(root, num_classes, classes, folders)
     rel = [p.relative_to(root).as_posix() for p in files]
     arrays, fingerprint, conversions = _read_images(root, files, rel, image_size, channels, workers)
     _report_conversions(root, conversions, len(arrays))
@@ -305,10 +307,23 @@ def chosen_class_dirs(root: Path, dirs: list[Path], classes: str | None) -> list
     return [d for d in dirs if d.name in chosen]
 
 
-def _listing(root: Path, num_classes: int | None,
-             classes: str | None = None) -> tuple[list[Path], list[Path], list[int]]:
-    """(class directories, image files, their labels) of an ImageFolder, torchvision's order."""
+def class_folder_names(root: str | os.PathLike[str]) -> list[str]:
+    """The class folders of an ImageFolder, sorted; nothing inside them is read. Raises DataError."""
+    return [d.name for d in _class_dirs(Path(root).expanduser())]
+
+
+def _listing(root: Path, num_classes: int | None, classes: str | None = None,
+             folders: Sequence[str] | None = None) -> tuple[list[Path], list[Path], list[int]]:
+    """(class directories, image files, their labels) of an ImageFolder, torchvision's order
+    (or `folders`' order when given)."""
     dirs = chosen_class_dirs(root, _class_dirs(root), classes)
+    if folders is not None:
+        by_name = {d.name: d for d in dirs}
+        absent = [name for name in folders if name not in by_name]
+        if absent:
+            raise DataError(f"Data directory {root} has no class folder {', '.join(map(repr, absent[:8]))}. "
+                            f"{FOLDER_HINT}")
+        dirs = [by_name[name] for name in folders]
     if num_classes is not None and len(dirs) != int(num_classes):
         raise DataError(
             f"Data directory {root} has {len(dirs)} class directories "

@@ -32,7 +32,7 @@ __all__ = [
     "EvalReporter", "Schedule", "SeedResult", "digits_epochs", "evaluate", "harness_epochs", "pick_device",
     "preset_for",
     # loaded on first use (they import torch):
-    "EMBEDDED_TEST", "EVAL_JSON", "MANIFEST", "check_classes", "derived_seed", "folder_list", "read_distilled",
+    "EMBEDDED_TEST", "EVAL_JSON", "MANIFEST", "real_folders_for", "derived_seed", "folder_list", "read_distilled",
     "read_real", "train_one",
 ]
 
@@ -40,7 +40,7 @@ __all__ = [
 _LAZY = {
     "EMBEDDED_TEST": "dmgd.evaluation.sets",
     "MANIFEST": "dmgd.evaluation.sets",
-    "check_classes": "dmgd.evaluation.sets",
+    "real_folders_for": "dmgd.evaluation.sets",
     "folder_list": "dmgd.evaluation.sets",
     "read_distilled": "dmgd.evaluation.sets",
     "read_real": "dmgd.evaluation.sets",
@@ -71,7 +71,6 @@ def evaluate(out_dir: str | os.PathLike[str], real_dir: str | os.PathLike[str] |
     import torch
 
     from dmgd.evaluation.report import write_eval_json
-    from dmgd.evaluation.sets import check_classes
     from dmgd.evaluation.training import hard_step_loss, run_seeds
 
     config = config or EvalConfig()
@@ -80,7 +79,6 @@ def evaluate(out_dir: str | os.PathLike[str], real_dir: str | os.PathLike[str] |
     device = pick_device(config.device)
     distilled, resolved = _read_set(out_dir, config)
     real, real_source = _read_test(real_dir, resolved, distilled)
-    check_classes(distilled.class_names, real.class_names, distilled.root, real_source)
     threads = torch.get_num_threads()
     step_loss, teacher = hard_step_loss, None
     if resolved.protocol == "soft":
@@ -117,7 +115,8 @@ def _read_test(real_dir: str | os.PathLike[str] | None, config: EvalConfig, dist
     size = int(config.image_size)
     resize = SOFT_TEST_RESIZE * size // IMAGENET_SIZE if config.protocol == "soft" and config.preset == "imagenet" \
         else size
-    real, source = read_real(real_dir, image_size=resize, channels=distilled.channels, manifest=distilled.manifest)
+    real, source = read_real(real_dir, image_size=resize, channels=distilled.channels, manifest=distilled.manifest,
+                             class_names=distilled.class_names, out=distilled.root)
     if resize != size:
         top = (resize - size) // 2
         real = attrs.evolve(real, images=real.images[:, :, top:top + size, top:top + size].contiguous())

@@ -2,7 +2,7 @@
 the first IPC images of each class folder) and the real held-out set (`read_real`, an
 ImageFolder or an embedded data set's test split: the corners' for a set made by the
 embedded corners model or sampled from the corners, else the digits'), matched by class
-name (`check_classes`)."""
+name (`real_folders_for`)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
 from PIL import Image
 
 from dmgd.data import embedded
-from dmgd.data.images import IMG_EXTENSIONS, DataError, RealImages, _decode, embedded_real_images, load_image_folder
+from dmgd.data.images import (IMG_EXTENSIONS, DataError, RealImages, _decode, class_folder_names, embedded_real_images,
+                              load_image_folder)
 from dmgd.evaluation.config import IMAGENET_SIZE, EvalError, preset_for
 from dmgd.evaluation.results import DistilledSet
 
@@ -174,19 +176,80 @@ def _load_images(paths: list[Path], size: int, channels: int) -> torch.Tensor:
 
 
 def read_real(real_dir: str | os.PathLike[str] | None, *, image_size: int, channels: int,
-              manifest: dict[str, Any] | None = None) -> tuple[RealImages, str]:
+              manifest: dict[str, Any] | None = None, class_names: tuple[str, ...] | None = None,
+              out: Path | None = None) -> tuple[RealImages, str]:
     """The real held-out set: an ImageFolder (centre-cropped to image_size), or (None) an
     embedded data set's TEST split: the one `default_test_data(manifest)` names (the
     distilled set's manifest: the corners for the corners model, else the digits).
-    Returns (images, a description of the source)."""
+    class_names: the distilled set's classes (its folder names): then only the real classes
+    matching them are kept (`real_folders_for`; a folder's others are never opened), one
+    label per class in class_names' order. Returns (images, a description of the source)."""
     if real_dir is None:
         name = default_test_data(manifest)
-        return _embedded_test(name, image_size, channels), EMBEDDED_TESTS[name]
+        real, source = _embedded_test(name, image_size, channels), EMBEDDED_TESTS[name]
+        if class_names is None:
+            return real, source
+        wanted = real_folders_for(class_names, real.class_names, manifest, out, source)
+        return _keep_classes(real, wanted), _described(source, wanted, real.class_names)
+    root = Path(real_dir).expanduser()
     try:
-        real = load_image_folder(real_dir, image_size=image_size, channels=channels)
+        wanted = None
+        if class_names is not None:
+            available = class_folder_names(root)
+            wanted = real_folders_for(class_names, tuple(available), manifest, out, str(root))
+        real = load_image_folder(root, image_size=image_size, channels=channels, folders=wanted)
     except DataError as error:
         raise EvalError(f"the real test set: {error}") from None
-    return real, str(Path(real_dir).expanduser())
+    return real, (str(root) if wanted is None else _described(str(root), wanted, tuple(available)))
+
+
+def real_folders_for(class_names: tuple[str, ...], available: tuple[str, ...], manifest: dict[str, Any] | None,
+                     out: Path | None, real_source: str) -> list[str]:
+    """The real class folder of each distilled class, in order: the folder of the same name,
+    else the data folder the run's manifest maps the class to (a set written with
+    `out_names = index`, `OUT/00193/`, is tested on the folder of its wnid, `n02096294`).
+    The real set may hold more classes (ImageNet's whole val split): they are left out."""
+    have = set(available)
+    data_of = {str(c.get("folder")): str(c.get("data")) for c in (manifest or {}).get("classes") or ()
+               if isinstance(c, dict)}
+    wanted, missing = [], []
+    for name in class_names:
+        folder = name if name in have else data_of.get(name)
+        if folder in have:
+            wanted.append(folder)
+        else:
+            missing.append(name)
+    if missing:
+        where = out if out is not None else "the distilled set"
+        extra = [n for n in available if n not in set(wanted)]
+        raise EvalError(
+            f"the real test set {real_source} has no class folder for {folder_list(missing)} of {where} "
+            f"({len(missing)} of its {len(class_names)} classes; the real set has {len(available)}: "
+            f"{folder_list(extra or list(available))}). Point --real at held-out images of the classes that were "
+            "distilled, one folder a class named as the set's folders or as the run's data folders (more classes "
+            "are fine: only the set's are read)"
+        )
+    return wanted
+
+
+def _keep_classes(real: RealImages, wanted: list[str]) -> RealImages:
+    """The images of the `wanted` classes, relabelled in that order."""
+    if list(real.class_names) == wanted:
+        return real
+    new_label = torch.full((len(real.class_names),), -1, dtype=torch.long)
+    for i, name in enumerate(wanted):
+        new_label[real.class_names.index(name)] = i
+    labels = new_label[real.labels]
+    keep = labels >= 0
+    paths = tuple(p for p, k in zip(real.paths, keep.tolist()) if k)
+    return attrs.evolve(real, images=real.images[keep], labels=labels[keep], class_names=tuple(wanted), paths=paths,
+                        fingerprint=f"{real.fingerprint}:{','.join(wanted)}")
+
+
+def _described(source: str, wanted: list[str], available: tuple[str, ...]) -> str:
+    if len(wanted) == len(available):
+        return source
+    return f"{source} ({len(wanted)} of its {len(available)} classes)"
 
 
 def default_test_data(manifest: dict[str, Any] | None) -> str:
@@ -222,21 +285,3 @@ def _embedded_test(name: str, image_size: int, channels: int) -> RealImages:
     real = embedded_real_images(name, "test")
     return RealImages(images=real.images, labels=real.labels, class_names=real.class_names, paths=real.paths,
                       fingerprint=f"{name}-test", root=None, source=real.source)
-
-
-def check_classes(distilled: tuple[str, ...], real: tuple[str, ...], out: Path, real_source: str) -> None:
-    """The distilled set's classes must be the real set's, by name (labels follow the names)."""
-    if set(distilled) == set(real):
-        return
-    missing = [n for n in real if n not in set(distilled)]
-    extra = [n for n in distilled if n not in set(real)]
-    parts = []
-    if extra:
-        parts.append(f"{folder_list(extra)} in the distilled set only")
-    if missing:
-        parts.append(f"{folder_list(missing)} in the real set only")
-    raise EvalError(
-        f"the classes of {out} ({len(distilled)}) differ from those of the real test set {real_source} "
-        f"({len(real)}): {'; '.join(parts)}. Both must hold the same class folders (same names); point "
-        "--real at the held-out images of the classes that were distilled"
-    )

@@ -23,6 +23,7 @@ from attrs import frozen
 from torch import nn
 
 from dmgd.data.atomic import atomic_write_bytes
+from dmgd.data.imagenet import NUM_CLASSES, imagenet_classes, is_wnid
 from dmgd.evaluation.config import EvalConfig, EvalError
 from dmgd.evaluation.models import ALL_MODELS, DISPLAY_NAMES, build_model
 from dmgd.evaluation.results import EvalReporter
@@ -265,14 +266,24 @@ def align(teacher: Teacher, class_names: tuple[str, ...], channels: int, image_s
         raise EvalError(f"{where} was trained on {teacher.image_size} px images, the evaluation trains at "
                         f"{image_size} px: pass --image-size {teacher.image_size} or another teacher")
     if teacher.class_names is None:
+        if _imagenet_outputs(teacher, class_names):  # e.g. torchvision's ImageNet ResNet-18, RDED's teacher
+            table = imagenet_classes()
+            return AlignedTeacher(teacher.model, torch.tensor([table.index(n) for n in class_names]))
         if teacher.num_classes != len(class_names):
             raise EvalError(f"{where} has {teacher.num_classes} unnamed outputs, the set {len(class_names)} "
-                            "classes: a teacher without class names must have the set's classes, in sorted order")
+                            "classes: a teacher without class names must have the set's classes, in sorted order "
+                            f"(or ImageNet's {NUM_CLASSES}, for classes named by wnid)")
         return AlignedTeacher(teacher.model, torch.arange(len(class_names)))
     missing = [n for n in class_names if n not in teacher.class_names]
     if missing:
         raise EvalError(f"{where} does not know the classes {', '.join(map(repr, missing[:8]))} of the test set")
     return AlignedTeacher(teacher.model, torch.tensor([teacher.class_names.index(n) for n in class_names]))
+
+
+def _imagenet_outputs(teacher: Teacher, class_names: tuple[str, ...]) -> bool:
+    """An unnamed 1000-output teacher scoring classes named by wnid: its outputs are taken as
+    ImageNet-1k's, in the sorted wnid order (DiT's and torchvision's)."""
+    return teacher.num_classes == NUM_CLASSES and all(is_wnid(n) for n in class_names)
 
 
 def teacher_record(teacher: Teacher, spec: str, accuracy: float, test_source: str) -> dict[str, Any]:

@@ -182,13 +182,13 @@ def run_seeds(distilled: DistilledSet, real: RealImages, config: EvalConfig, dev
               step_loss: StepLoss = hard_step_loss) -> list[SeedResult]:
     """`train_one` for every seed of the (resolved) config, with deterministic kernels and
     torch's global generator state restored afterwards."""
-    # labels follow the class NAMES: the distilled set's label c is the real set's index of its name
-    to_real = torch.tensor([real.class_names.index(n) for n in distilled.class_names], dtype=torch.long)
+    if len(real.class_names) != len(distilled.class_names):
+        raise ValueError("the real set must hold the distilled set's classes in its order (sets.read_real does)")
     results: list[SeedResult] = []
     devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
     with torch.random.fork_rng(devices=devices), Deterministic(device):
         train_x = distilled.images.to(device)
-        train_y = to_real[distilled.labels].to(device)
+        train_y = distilled.labels.to(device)
         test_x = prepare_test(real.images).to(device)
         test_y = real.labels.to(device)
         reporter.started(config.seeds, int(config.epochs))
