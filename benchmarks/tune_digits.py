@@ -22,6 +22,10 @@ The stages are the recipes in recipes/sweeps/, each choosing on the previous one
    and at 300x), and the plain sampler at CFG 2 (recipes/digits-baseline.dmgd). Chooses nothing.
 5. With --grad-full: tune-digits-5-grad-full (`ot(grad=full)` at 1x and 100x rho). Chooses nothing.
 
+The classifiers train with --threads torch threads (default 1, as the recorded tuning did): on
+the CPU a classifier's last-epoch accuracy depends on the thread count (the order of its
+floating-point sums; the sets do not: sampling runs one thread), by a point or two at IPC 10.
+
 Every run and score is kept under --out (default ~/.cache/dmgd/bench/tune_digits_sweeps), one
 folder a stage, so a rerun only does what is missing. Writes each stage's sweep.json, sweep.md
 and sweep.png there, and with --docs DIR the stages' tables to DIR/tune_digits.md.
@@ -79,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ipc50", action="store_true", help="also check 4, at IPC 50 (about 15 minutes)")
     p.add_argument("--grad-full", action="store_true", help="also check 5, ot(grad=full) (a few minutes)")
     p.add_argument("--docs", type=Path, default=None, help="write the stages' tables to DOCS/tune_digits.md")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the classifiers (default 1, "
+                   "the recorded tuning's: an accuracy depends on the thread count)")
     a = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
     a.out = a.out.expanduser()
     os.chdir(ROOT)  # the sweep recipes use ../dmgd.dmgd: files under the current directory
     started = time.perf_counter()

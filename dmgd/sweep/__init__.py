@@ -98,9 +98,12 @@ def _evaluate(run: PlannedRun, split: Split, options: Mapping[str, Any], reporte
     from dmgd.data.atomic import atomic_write_json
     from dmgd.evaluation.protocol import EvalConfig, evaluate
 
+    import torch
+
     config = EvalConfig(**options)
+    # a classifier's accuracy depends on the thread count on the CPU (the order of its sums)
     key = {"split": split.name, "real": str(split.folder) if split.folder else None,
-           "config": attrs.asdict(config), "recipe_hash": run.variant.hash}
+           "config": attrs.asdict(config), "recipe_hash": run.variant.hash, "threads": torch.get_num_threads()}
     record_path = run.out / EVAL_RECORD
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
