@@ -5,7 +5,9 @@
 Each value gets its own output folder under sweep-out/; the table shows how far each
 class's synthetic set lies from its real data (optimal-transport distance, lower is
 closer) and how long sampling took. Any recipe setting sweeps the same way (`seed`,
-`ipc`, `sampler`, ...); to sweep a term parameter, format it into the recipe text.
+`ipc`, `sampler`, ...). To sweep a term parameter or a window, or to score every value by
+a classifier, write the alternatives in the recipe (`ot(K={5, 10})`) and run `dmgd sweep`
+(docs/language.md, "Sweeps"; `dmgd.sweep.run_sweep` from Python).
 """
 
 from __future__ import annotations
