@@ -75,6 +75,21 @@ def test_a_2_x_3_sweep_runs_scores_tabulates_plots_and_resumes(tiny_pixel_model,
     assert "cfg=3.0_steps=4" in cli.output and f"wrote {out / 'selected.dmgd'}" in cli.output
     assert {p: p.stat().st_mtime_ns for p in images} == images
 
+    # a score is kept per CPU thread count: another count trains the classifiers again
+    import torch
+
+    threads = torch.get_num_threads()
+    assert record["protocol"]["threads"] == threads
+    torch.set_num_threads(2 if threads == 1 else 1)
+    try:
+        again = Events()
+        run_sweep(str(recipe), out, evaluate=True, real="val", overrides=[f"model={tiny_pixel_model}"],
+                  eval_options=options, select_best=True, reporter=again)
+    finally:
+        torch.set_num_threads(threads)
+    assert again.done == [(label, "kept") for label in labels] + [(label, "evaluated") for label in labels]
+    assert json.loads((out / "sweep.json").read_text())["protocol"]["threads"] == (2 if threads == 1 else 1)
+
 
 def test_refusals_before_anything_runs(tmp_path):
     recipe = tmp_path / "grid.dmgd"

@@ -26,7 +26,8 @@ def sweep_record(plan: SweepPlan, scores: Sequence[VariantScore], chosen: Varian
         "swept": [{"key": p.key, "alternatives": list(p.texts)} for p in sweep_points(plan.recipe)],
         "split": plan.split.name if plan.split is not None else None,
         "protocol": {"eval": dict(options), "gen_seeds": list(gen_seeds) if gen_seeds else None,
-                     "score": "last-epoch top-1 % on the split, one per generation seed x classifier seed"},
+                     "score": "last-epoch top-1 % on the split, one per generation seed x classifier seed",
+                     "threads": _torch_threads()},
         "rule": SELECTION_RULE if select_best else None,
         "selected": chosen.label if chosen is not None else None,
         "variants": [{
@@ -35,6 +36,13 @@ def sweep_record(plan: SweepPlan, scores: Sequence[VariantScore], chosen: Varian
             **(by_index[v.index].to_dict() if v.index in by_index else {}),
         } for v in plan.variants()],
     }
+
+
+def _torch_threads() -> int:
+    """The classifiers' CPU thread count: a score repeats exactly only at the same count."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _pm(s: VariantScore | None) -> str:
