@@ -28,7 +28,9 @@ floating-point sums; the sets do not: sampling runs one thread), by a point or t
 
 Every run and score is kept under --out (default ~/.cache/dmgd/bench/tune_digits_sweeps), one
 folder a stage, so a rerun only does what is missing. Writes each stage's sweep.json, sweep.md
-and sweep.png there, and with --docs DIR the stages' tables to DIR/tune_digits.md.
+and sweep.png there, and with --docs DIR the stages' tables to DIR/tune_digits_sweeps.md
+(docs/benchmarks/tune_digits.md is the record of the tuning before sweeps, with set figures
+the sweeps do not compute).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cfg", default="2.0", help="stage 1's choice, when stage 1 is not run")
     p.add_argument("--ipc50", action="store_true", help="also check 4, at IPC 50 (about 15 minutes)")
     p.add_argument("--grad-full", action="store_true", help="also check 5, ot(grad=full) (a few minutes)")
-    p.add_argument("--docs", type=Path, default=None, help="write the stages' tables to DOCS/tune_digits.md")
+    p.add_argument("--docs", type=Path, default=None, help="write the stages' tables to DOCS/tune_digits_sweeps.md")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the classifiers (default 1, "
                    "the recorded tuning's: an accuracy depends on the thread count)")
     a = p.parse_args(argv)
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = "\n".join((r.out / "sweep.md").read_text() for r in results.values())
     if a.docs:
         a.docs.mkdir(parents=True, exist_ok=True)
-        (a.docs / "tune_digits.md").write_text(tables)
+        (a.docs / "tune_digits_sweeps.md").write_text(tables)
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
 
