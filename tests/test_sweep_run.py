@@ -91,6 +91,19 @@ def test_a_2_x_3_sweep_runs_scores_tabulates_plots_and_resumes(tiny_pixel_model,
     assert json.loads((out / "sweep.json").read_text())["protocol"]["threads"] == (2 if threads == 1 else 1)
 
 
+@pytest.mark.slow
+def test_a_recipe_without_alternatives_is_a_sweep_of_one_variant(tiny_pixel_model, tmp_path):
+    """benchmarks/tune_digits.py scores plain recipes (the IPC-50 baseline) the same way."""
+    recipe = tmp_path / "plain.dmgd"
+    recipe.write_text("steps = 2\nipc = 1\n*: refine\n")
+    result = run_sweep(str(recipe), tmp_path / "one", evaluate=True, real="val", select_best=True,
+                       overrides=[f"model={tiny_pixel_model}"], eval_options={"seeds": 1, "epochs": 1, "device": "cpu"})
+    record = json.loads((tmp_path / "one" / "sweep.json").read_text())
+    assert [v["n"] for v in record["variants"]] == [1] and record["swept"] == []
+    assert result.selected.index == 1 and (tmp_path / "one" / "selected.dmgd").is_file()
+    assert not (tmp_path / "one" / "sweep.png").exists()  # nothing is swept: no axis to plot
+
+
 def test_refusals_before_anything_runs(tmp_path):
     recipe = tmp_path / "grid.dmgd"
     recipe.write_text("cfg = {1.0, 2.0}\n*: refine\n")

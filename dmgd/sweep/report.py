@@ -139,7 +139,7 @@ def write_report(plan: SweepPlan, scores: Sequence[VariantScore], chosen: Varian
     files = {"json": out / "sweep.json", "table": out / "sweep.md"}
     atomic_write_json(files["json"], sweep_record(plan, scores, chosen, options, gen_seeds, select_best))
     atomic_write_text(files["table"], markdown_table(plan, scores, chosen))
-    if any(s.scores for s in scores):
+    if sweep_points(plan.recipe) and any(s.scores for s in scores):  # a plain recipe has no axis to plot
         files["plot"] = plot_scores(plan, scores, out / "sweep.png")
     if chosen is not None:
         score = next(s for s in scores if s.index == chosen.index)
