@@ -102,6 +102,10 @@ def test_a_recipe_without_alternatives_is_a_sweep_of_one_variant(tiny_pixel_mode
     assert [v["n"] for v in record["variants"]] == [1] and record["swept"] == []
     assert result.selected.index == 1 and (tmp_path / "one" / "selected.dmgd").is_file()
     assert not (tmp_path / "one" / "sweep.png").exists()  # nothing is swept: no axis to plot
+    table = (tmp_path / "one" / "sweep.md").read_text().splitlines()
+    assert table[0].startswith("Sweep ") and ": 1 variant; score on digits val" in table[0]
+    assert table[2:4] == ["| # | label | sha256 | score | n |", "| --- | --- | --- | --- | --- |"]
+    assert table[4].startswith(f"| 1 | {result.selected.label} **(selected)** | {result.selected.hash[:12]} | ")
 
 
 def test_refusals_before_anything_runs(tmp_path):

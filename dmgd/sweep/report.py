@@ -55,17 +55,24 @@ def markdown_table(plan: SweepPlan, scores: Sequence[VariantScore], chosen: Vari
     keys = [p.key for p in sweep_points(plan.recipe)]
     by_index = {s.index: s for s in scores}
     scored = f"score on {plan.split.name}: mean +- SE" if plan.split is not None else "not evaluated"
-    lines = [f"Sweep {plan.recipe.path}: {len(plan.variants())} variants; {scored}.", "",
-             "| # | label | " + " | ".join(keys) + " | sha256 | score | n |",
-             "| --- " * (len(keys) + 5) + "|"]
+    lines = [f"Sweep {plan.recipe.path}: {_variants(len(plan.variants()))}; {scored}.", "",
+             _row(["#", "label", *keys, "sha256", "score", "n"]), _row(["---"] * (len(keys) + 5))]
     for v in plan.variants():
         s = by_index.get(v.index)
         mark = " **(selected)**" if chosen is not None and v.index == chosen.index else ""
-        lines.append(f"| {v.index} | {v.label}{mark} | " + " | ".join(dict(v.choices)[k] for k in keys)
-                     + f" | {v.hash[:12]} | {_pm(s)} | {s.n if s else 0} |")
+        lines.append(_row([str(v.index), f"{v.label}{mark}", *(dict(v.choices)[k] for k in keys), v.hash[:12],
+                           _pm(s), str(s.n if s else 0)]))
     if chosen is not None:
         lines += ["", f"Selected: {chosen.label} ({SELECTION_RULE})."]
     return "\n".join(lines) + "\n"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _variants(n: int) -> str:
+    return f"{n} variant" + ("" if n == 1 else "s")
 
 
 def summary_table(plan: SweepPlan, scores: Sequence[VariantScore], chosen: Variant | None) -> Any:
@@ -76,7 +83,7 @@ def summary_table(plan: SweepPlan, scores: Sequence[VariantScore], chosen: Varia
     keys = [p.key for p in sweep_points(plan.recipe)]
     by_index = {s.index: s for s in scores}
     scored = f"scored on {plan.split.name}" if plan.split is not None else "not evaluated"
-    table = Table(title=f"{plan.recipe.path}: {len(plan.variants())} variants, {scored}",
+    table = Table(title=f"{plan.recipe.path}: {_variants(len(plan.variants()))}, {scored}",
                   caption=f"score: last-epoch top-1 %, mean +- SE; selection: {SELECTION_RULE}" if chosen else None)
     for name in ("#", "label", *keys, "score", "n"):
         table.add_column(escape(name), justify="right" if name in ("#", "score", "n") else "left")
