@@ -94,11 +94,10 @@ def _generate(run: PlannedRun, steps: int | None, sampler: str | None, device: s
 def _evaluate(run: PlannedRun, split: Split, options: Mapping[str, Any], reporter: SweepReporter) -> tuple[float, ...]:
     """The run's accuracies (last epoch, one per classifier seed), kept in run.out/sweep-eval.json."""
     import attrs
+    import torch
 
     from dmgd.data.atomic import atomic_write_json
     from dmgd.evaluation.protocol import EvalConfig, evaluate
-
-    import torch
 
     config = EvalConfig(**options)
     # a classifier's accuracy depends on the thread count on the CPU (the order of its sums)
