@@ -800,10 +800,9 @@ class _EvalProgress:
 @app.command("eval")
 def eval_command(
     out: _Path = typer.Argument(..., metavar="OUT", help="a `dmgd run` or `dmgd sample-real` output directory"),
-    real: _Optional[_Path] = typer.Option(None, "--real", help="the real held-out images: an ImageFolder holding "
-                                          "the set's classes (only those are read); default: an embedded test "
-                                          "split, the corners' for a set of the corners model or data, else the "
-                                          "digits'"),
+    real: _Optional[_Path] = typer.Option(None, "--real", help="held-out images: an ImageFolder with the set's "
+                                          "classes (only those are read); default: the embedded digits' or "
+                                          "corners' test split"),
     model: _Optional[str] = typer.Option(None, "--model", help="convnet | resnet10ap | resnet18 (default: the "
                                          "preset's: resnet10ap for ImageNet-size images, convnet for digits)"),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw (DMGD's harness) | sgd (Minimax's)"),
